@@ -1,0 +1,1 @@
+"""The `cai` command line: one module per command group."""

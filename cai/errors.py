@@ -1,0 +1,18 @@
+"""One error type for everything a user can get wrong.
+
+The CLI prints a CaiError as a single line and exits with code 2, so every
+check in the package raises it with a message that names the file, the field
+and what is wrong.
+"""
+
+
+class CaiError(Exception):
+    """A user-facing error: its message is the whole story, no traceback."""
+
+    exit_code = 2
+
+
+def located(path, where: str, message: str) -> CaiError:
+    """Build the canonical one-line message `FILE: WHERE: MESSAGE`."""
+    prefix = f"{path}" if not where else f"{path}: {where}"
+    return CaiError(f"{prefix}: {message}")
