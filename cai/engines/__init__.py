@@ -1,0 +1,1 @@
+"""Generation engines, one per file, behind `cai.engines.base.Engine`."""

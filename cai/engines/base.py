@@ -1,0 +1,68 @@
+"""The small interface every generation engine implements.
+
+An engine takes a batch of chat conversations and returns one completion per
+conversation, in order. The loop above it never knows which engine runs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+Message = dict[str, str]          # {"role": "user" | "assistant" | "system", "content": "..."}
+Conversation = list[Message]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings shared by all engines. temperature 0 means greedy."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Completion:
+    """One generated reply and what it cost."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"    # "stop" (EOS or a stop string) or "length"
+
+
+@dataclass
+class EngineInfo:
+    """What the manifest records about the engine that ran."""
+
+    name: str
+    model: str
+    extra: dict = field(default_factory=dict)
+
+
+class Engine(ABC):
+    """load() once, generate() many batches, close() to free memory."""
+
+    name: str = "base"
+
+    @abstractmethod
+    def load(self) -> None: ...
+
+    @abstractmethod
+    def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[Completion]: ...
+
+    def close(self) -> None:
+        """Free the model; engines holding processes or sockets override this."""
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(name=self.name, model=str(getattr(self, "model_path", "")))
+
+    def __enter__(self):
+        self.load()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
