@@ -173,9 +173,7 @@ def constitution_hash(source: Constitution | PathLike) -> str:
 def load_constitution(path: PathLike) -> Constitution:
     """Read and validate a constitution; every problem becomes one line of a CaiError."""
     doc, _ = _parse(Path(path), path)
-    c = _validate(doc, path)
-    c._source = str(path)
-    return c
+    return _validate(doc, path)
 
 
 def _yaml(text: str = "") -> YAML:
@@ -247,7 +245,9 @@ def _plain(node: Any) -> Any:
 def _validate(doc: CommentedMap, shown: PathLike, note: str = "") -> Constitution:
     """Validate with the pydantic models; report every problem with its line and field."""
     try:
-        return Constitution.model_validate(_plain(doc))
+        c = Constitution.model_validate(_plain(doc))
+        c._source = str(shown)
+        return c
     except ValidationError as err:
         problems = _problems(err, doc)
     located_lines = [(_where(doc, loc), message) for loc, message in problems]
@@ -274,7 +274,8 @@ def _problems(err: ValidationError, doc: CommentedMap) -> list[tuple[Loc, str]]:
 
 
 def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, (str, int, float)) else type(value).__name__
+    kinds = {dict: "a mapping", list: "a list", type(None): "nothing"}
+    text = repr(value) if isinstance(value, (str, int, float)) else kinds.get(type(value), type(value).__name__)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -350,8 +351,9 @@ def add_principle(
         items = doc["principles"]
         if any(p.get("id") == id for p in items):
             raise located(path, "", f"a principle with id '{id}' already exists; choose another id")
-        item = CommentedMap(id=id, critique=critique, revision=revision, tags=_flow(tags), weight=float(weight))
-        item["enabled"] = bool(enabled)
+        item = CommentedMap(id=id, critique=critique, revision=revision)
+        for key, value in (("tags", tags), ("weight", weight), ("enabled", enabled)):
+            item[key] = _yaml_value(key, value, path)
         if items:
             _attach_trailing(item, _detach_trailing(items[-1]))
         items.append(item)
@@ -363,7 +365,7 @@ def edit_principle(path: PathLike, pid: str, **changes: Any) -> Principle:
     """Change fields of one principle (`id=` renames it); comments and key order are kept."""
     unknown = sorted(set(changes) - set(EDITABLE))
     if unknown:
-        raise CaiError(f"cannot edit field(s) {', '.join(unknown)}; editable: {', '.join(EDITABLE)}")
+        raise located(path, "", f"cannot edit field(s) {', '.join(unknown)}; editable: {', '.join(EDITABLE)}")
 
     def change(doc: CommentedMap) -> None:
         item = doc["principles"][_index(doc, pid, path)]
@@ -371,7 +373,7 @@ def edit_principle(path: PathLike, pid: str, **changes: Any) -> Principle:
         if new_id != pid and any(p.get("id") == new_id for p in doc["principles"]):
             raise located(path, "", f"a principle with id '{new_id}' already exists; choose another id")
         for key, value in changes.items():
-            value = _flow(value) if key == "tags" else float(value) if key == "weight" else value
+            value = _yaml_value(key, value, path)
             if key in item:
                 item[key] = value
             else:  # a new last key: keep the comments that follow the principle after it
@@ -464,11 +466,20 @@ def _index(doc: CommentedMap, pid: str, path: PathLike) -> int:
     raise _unknown_id(path, pid, [str(p.get("id")) for p in doc["principles"]])
 
 
-def _flow(values: Any) -> CommentedSeq:
-    """Tags as an inline `[a, b]` list, as in the shipped files."""
-    seq = CommentedSeq([str(v) for v in values])
-    seq.fa.set_flow_style()
-    return seq
+def _yaml_value(key: str, value: Any, path: PathLike) -> Any:
+    """Python value -> what to store: tags as an inline `[a, b]` list, weights as floats (`2.0`).
+
+    Anything else is stored as given and left to the schema check.
+    """
+    if key == "tags":
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise located(path, "", f"tags must be a list of strings, got {_show(value)}")
+        seq = CommentedSeq(value)
+        seq.fa.set_flow_style()
+        return seq
+    if key == "weight" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _detach_trailing(item: Any) -> str:
