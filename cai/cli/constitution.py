@@ -1,5 +1,177 @@
-"""`cai constitution`: validate, inspect and edit constitution files."""
+"""`cai constitution`: validate, inspect and edit constitution files.
+
+`cai.constitution` (pydantic, ruamel) is imported inside the commands so
+`cai --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import typer
 
+from cai.errors import CaiError, located
+
 app = typer.Typer(help="Validate, list, edit and render constitutions.", no_args_is_help=True)
+
+PATH = typer.Argument(..., help="A constitution YAML file.")
+ID = typer.Argument(..., metavar="ID", help="A principle id.")
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """Print every problem as its own `error:` line and exit 2 (an error may hold several lines)."""
+    try:
+        yield
+    except CaiError as err:
+        for line in str(err).splitlines():
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(err.exit_code) from None
+
+
+def _tags(text: Optional[str]) -> Optional[list[str]]:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+@app.command()
+def validate(paths: list[str] = typer.Argument(..., metavar="PATH...", help="Constitution YAML files.")) -> None:
+    """Check constitution files; report every problem with its line and field."""
+    from cai.constitution import enabled_principles, load_constitution
+
+    failed = False
+    for path in paths:
+        try:
+            c = load_constitution(path)
+        except CaiError as err:
+            failed = True
+            for line in str(err).splitlines():
+                typer.echo(f"error: {line}", err=True)
+            continue
+        typer.echo(
+            f"ok: {path} ({len(c.principles)} principles, {len(enabled_principles(c))} enabled, "
+            f"{len(c.few_shot)} few-shot dialogues)"
+        )
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command("list")
+def list_(path: str = PATH) -> None:
+    """Show the principles as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from cai.constitution import load_constitution
+
+    with _reported():
+        c = load_constitution(path)
+    s = c.sampling
+    table = Table(title=f"{c.name} v{c.version}: {s.rounds} rounds, {s.strategy}, no_repeat={s.no_repeat}")
+    rows = [(p.id, "yes" if p.enabled else "no", f"{p.weight:g}", ",".join(p.tags)) for p in c.principles]
+    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(("id", "enabled", "weight", "tags"))]
+    for column, width in zip(("id", "enabled", "weight", "tags"), widths):
+        table.add_column(column, justify="right" if column == "weight" else "left", no_wrap=True, min_width=width)
+    table.add_column("critique")
+    console = Console()
+    room = max(8, console.width - sum(widths) - 16)  # 5 columns: 3 characters of padding and border each, plus 1
+    for row, p in zip(rows, c.principles):
+        table.add_row(*row, p.critique if len(p.critique) <= room else p.critique[: room - 1] + "…")
+    console.print(table)
+
+
+@app.command()
+def show(path: str = PATH, principle_id: str = ID) -> None:
+    """Print one principle in full."""
+    from cai.constitution import get_principle, load_constitution
+
+    with _reported():
+        p = get_principle(load_constitution(path), principle_id, path)
+    typer.echo(f"id: {p.id}\nenabled: {str(p.enabled).lower()}\nweight: {p.weight:g}\ntags: {', '.join(p.tags)}")
+    typer.echo(f"critique: {p.critique}\nrevision: {p.revision}")
+
+
+@app.command()
+def add(
+    path: str = PATH,
+    principle_id: str = typer.Option(..., "--id", help="New principle id (a slug, e.g. harm-general)."),
+    critique: str = typer.Option(..., help="The critique request."),
+    revision: str = typer.Option(..., help="The revision request."),
+    tags: Optional[str] = typer.Option(None, help="Comma-separated tags, e.g. harmless,honest."),
+    weight: float = typer.Option(1.0, help="Sampling weight (> 0) for strategy: weighted."),
+    disabled: bool = typer.Option(False, "--disabled", help="Add it switched off."),
+) -> None:
+    """Append a principle (comments and order in the file are kept)."""
+    from cai.constitution import add_principle
+
+    with _reported():
+        add_principle(
+            path, id=principle_id, critique=critique, revision=revision,
+            tags=_tags(tags) or [], weight=weight, enabled=not disabled,
+        )
+    typer.echo(f"added: {path}: principle '{principle_id}'")
+
+
+@app.command()
+def edit(
+    path: str = PATH,
+    principle_id: str = ID,
+    critique: Optional[str] = typer.Option(None, help="New critique request."),
+    revision: Optional[str] = typer.Option(None, help="New revision request."),
+    tags: Optional[str] = typer.Option(None, help="Comma-separated tags (replaces them; '' clears)."),
+    weight: Optional[float] = typer.Option(None, help="New sampling weight (> 0)."),
+    new_id: Optional[str] = typer.Option(None, "--id", help="Rename the principle."),
+) -> None:
+    """Change fields of one principle; refuses a change that would make the file invalid."""
+    from cai.constitution import edit_principle
+
+    changes = {"critique": critique, "revision": revision, "tags": _tags(tags), "weight": weight, "id": new_id}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    with _reported():
+        if not changes:
+            raise located(path, "", "nothing to change: give --critique, --revision, --tags, --weight or --id")
+        p = edit_principle(path, principle_id, **changes)
+    typer.echo(f"updated: {path}: principle '{p.id}' ({', '.join(changes)})")
+
+
+@app.command()
+def remove(path: str = PATH, principle_id: str = ID) -> None:
+    """Delete a principle (not the last enabled one)."""
+    from cai.constitution import remove_principle
+
+    with _reported():
+        remove_principle(path, principle_id)
+    typer.echo(f"removed: {path}: principle '{principle_id}'")
+
+
+@app.command()
+def enable(path: str = PATH, principle_id: str = ID) -> None:
+    """Switch a principle on."""
+    from cai.constitution import set_enabled
+
+    with _reported():
+        set_enabled(path, principle_id, True)
+    typer.echo(f"enabled: {path}: principle '{principle_id}'")
+
+
+@app.command()
+def disable(path: str = PATH, principle_id: str = ID) -> None:
+    """Switch a principle off (not the last enabled one)."""
+    from cai.constitution import set_enabled
+
+    with _reported():
+        set_enabled(path, principle_id, False)
+    typer.echo(f"disabled: {path}: principle '{principle_id}'")
+
+
+@app.command()
+def new(
+    path: str = PATH,
+    name: Optional[str] = typer.Option(None, help="Constitution name (default: the file name)."),
+) -> None:
+    """Write a commented starter constitution (never overwrites)."""
+    from cai.constitution import new_constitution
+
+    with _reported():
+        new_constitution(path, name)
+    typer.echo(f"created: {path} (edit it, then run: cai constitution validate {path})")
