@@ -18,7 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from cai.errors import CaiError
 from cai.paths import shipped_dir
 
-TEMPLATE_NAMES = ("system", "answer", "critique", "revision", "feedback")
+TEMPLATE_NAMES = ("system", "answer", "critique", "revision", "feedback", "judge")
 
 _SAMPLE_PRINCIPLE = SimpleNamespace(
     id="sample", critique="Critique request.", revision="Revision request.", tags=["harmless"], weight=1.0
@@ -36,11 +36,12 @@ SAMPLE_VARS = {
         "response_b": "Second.",
         "labels": ["A", "B"],
     },
+    "judge": {"prompt": "A question?", "response": "An answer.", "labels": ["A", "B"]},
 }
 
 
 class Templates:
-    """The five prompt templates, from a user folder first, then the shipped one."""
+    """The prompt templates, from a user folder first, then the shipped one."""
 
     def __init__(self, prompts_dir: str | Path | None = None):
         search = [Path(prompts_dir)] if prompts_dir else []

@@ -6,8 +6,7 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 
@@ -17,17 +16,6 @@ app = typer.Typer(help="Validate, list, edit and render constitutions.", no_args
 
 PATH = typer.Argument(..., help="A constitution YAML file.")
 ID = typer.Argument(..., metavar="ID", help="A principle id.")
-
-
-@contextmanager
-def _reported() -> Iterator[None]:
-    """Print every problem as its own `error:` line and exit 2 (an error may hold several lines)."""
-    try:
-        yield
-    except CaiError as err:
-        for line in str(err).splitlines():
-            typer.echo(f"error: {line}", err=True)
-        raise typer.Exit(err.exit_code) from None
 
 
 def _tags(text: Optional[str]) -> Optional[list[str]]:
@@ -64,8 +52,7 @@ def list_(path: str = PATH) -> None:
 
     from cai.constitution import load_constitution
 
-    with _reported():
-        c = load_constitution(path)
+    c = load_constitution(path)
     s = c.sampling
     table = Table(title=f"{c.name} v{c.version}: {s.rounds} rounds, {s.strategy}, no_repeat={s.no_repeat}")
     rows = [(p.id, "yes" if p.enabled else "no", f"{p.weight:g}", ",".join(p.tags)) for p in c.principles]
@@ -85,8 +72,7 @@ def show(path: str = PATH, principle_id: str = ID) -> None:
     """Print one principle in full."""
     from cai.constitution import get_principle, load_constitution
 
-    with _reported():
-        p = get_principle(load_constitution(path), principle_id, path)
+    p = get_principle(load_constitution(path), principle_id, path)
     typer.echo(f"id: {p.id}\nenabled: {str(p.enabled).lower()}\nweight: {p.weight:g}\ntags: {', '.join(p.tags)}")
     typer.echo(f"critique: {p.critique}\nrevision: {p.revision}")
 
@@ -104,11 +90,10 @@ def add(
     """Append a principle (comments and order in the file are kept)."""
     from cai.constitution import add_principle
 
-    with _reported():
-        add_principle(
-            path, id=principle_id, critique=critique, revision=revision,
-            tags=_tags(tags) or [], weight=weight, enabled=not disabled,
-        )
+    add_principle(
+        path, id=principle_id, critique=critique, revision=revision,
+        tags=_tags(tags) or [], weight=weight, enabled=not disabled,
+    )
     typer.echo(f"added: {path}: principle '{principle_id}'")
 
 
@@ -127,10 +112,9 @@ def edit(
 
     changes = {"critique": critique, "revision": revision, "tags": _tags(tags), "weight": weight, "id": new_id}
     changes = {k: v for k, v in changes.items() if v is not None}
-    with _reported():
-        if not changes:
-            raise located(path, "", "nothing to change: give --critique, --revision, --tags, --weight or --id")
-        p = edit_principle(path, principle_id, **changes)
+    if not changes:
+        raise located(path, "", "nothing to change: give --critique, --revision, --tags, --weight or --id")
+    p = edit_principle(path, principle_id, **changes)
     typer.echo(f"updated: {path}: principle '{p.id}' ({', '.join(changes)})")
 
 
@@ -139,8 +123,7 @@ def remove(path: str = PATH, principle_id: str = ID) -> None:
     """Delete a principle (not the last enabled one)."""
     from cai.constitution import remove_principle
 
-    with _reported():
-        remove_principle(path, principle_id)
+    remove_principle(path, principle_id)
     typer.echo(f"removed: {path}: principle '{principle_id}'")
 
 
@@ -149,8 +132,7 @@ def enable(path: str = PATH, principle_id: str = ID) -> None:
     """Switch a principle on."""
     from cai.constitution import set_enabled
 
-    with _reported():
-        set_enabled(path, principle_id, True)
+    set_enabled(path, principle_id, True)
     typer.echo(f"enabled: {path}: principle '{principle_id}'")
 
 
@@ -159,8 +141,7 @@ def disable(path: str = PATH, principle_id: str = ID) -> None:
     """Switch a principle off (not the last enabled one)."""
     from cai.constitution import set_enabled
 
-    with _reported():
-        set_enabled(path, principle_id, False)
+    set_enabled(path, principle_id, False)
     typer.echo(f"disabled: {path}: principle '{principle_id}'")
 
 
@@ -172,6 +153,5 @@ def new(
     """Write a commented starter constitution (never overwrites)."""
     from cai.constitution import new_constitution
 
-    with _reported():
-        new_constitution(path, name)
+    new_constitution(path, name)
     typer.echo(f"created: {path} (edit it, then run: cai constitution validate {path})")

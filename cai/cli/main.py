@@ -21,7 +21,8 @@ class _OneLineErrors(TyperGroup):
         try:
             return super().invoke(ctx)
         except CaiError as err:
-            typer.echo(f"error: {err}", err=True)
+            for line in str(err).splitlines() or [type(err).__name__]:
+                typer.echo(f"error: {line}", err=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: work done so far is saved", err=True)
@@ -53,8 +54,9 @@ def _root(
 
 
 def _register() -> None:
-    from cai.cli import constitution, data, evaluate, generate, report, train
+    from cai.cli import constitution, data, evaluate, generate, render, report, train
 
+    render.register(constitution.app)
     app.add_typer(constitution.app, name="constitution")
     generate.register(app)
     app.add_typer(data.app, name="data")
