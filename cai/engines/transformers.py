@@ -1,0 +1,119 @@
+"""The default engine: plain transformers `generate`, batched, on CPU or one GPU.
+
+Prompts are sorted by length before batching so each micro-batch pads little;
+padding is on the left so every row's new tokens start at the same column.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+from cai.chat import apply_chat_template
+from cai.engines.base import Completion, Conversation, Engine, EngineInfo, SamplingParams
+from cai.errors import CaiError
+
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+class TransformersEngine(Engine):
+    """`chat_template` (Jinja text) replaces the model's own, e.g. for base models that have none."""
+
+    name = "transformers"
+
+    def __init__(self, model_path, *, batch_size: int = 16, dtype: str = "float32", device: str = "cpu",
+                 chat_template: str | None = None):
+        if dtype not in _DTYPES:
+            raise CaiError(f"unknown dtype {dtype!r}; use one of: {', '.join(_DTYPES)}")
+        if batch_size < 1:
+            raise CaiError(f"batch size must be at least 1, got {batch_size}")
+        self.model_path = str(model_path)
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.device = device
+        self.chat_template = chat_template
+        self.model = None
+        self.tokenizer = None
+
+    def load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from cai.models import check_chat_template
+
+        tokenizer = AutoTokenizer.from_pretrained(self.model_path, padding_side="left")
+        if self.chat_template:
+            tokenizer.chat_template = self.chat_template
+        check_chat_template(tokenizer, Path(self.model_path).name or self.model_path)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, self.dtype))
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+
+    def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[Completion]:
+        import torch
+
+        if self.model is None:
+            self.load()
+        prompts = [apply_chat_template(self.tokenizer, c) for c in conversations]
+        # The chat template already holds BOS and friends: add no special tokens twice.
+        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        results: list[Completion | None] = [None] * len(encoded)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start:start + self.batch_size]
+                for index, completion in zip(chunk, self._generate_batch([encoded[i] for i in chunk], params)):
+                    results[index] = completion
+        return results
+
+    def _generate_batch(self, batch: list[list[int]], params: SamplingParams) -> list[Completion]:
+        import torch
+
+        tok = self.tokenizer
+        padded = tok.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
+        eos_ids = self._eos_ids()
+        options = dict(max_new_tokens=params.max_new_tokens, eos_token_id=eos_ids, pad_token_id=tok.pad_token_id)
+        if params.stop:
+            options.update(stop_strings=list(params.stop), tokenizer=tok)
+        if params.temperature > 0:
+            torch.manual_seed(params.seed)      # per batch, so one seed always gives one output
+            # top_k=0: only temperature and top_p shape the distribution, as in vLLM and OpenAI.
+            options.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+        else:
+            options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        output = self.model.generate(**padded, **options)
+        new_tokens = output[:, padded["input_ids"].shape[1]:].tolist()
+        return [self._completion(ids, len(prompt), eos_ids, params) for ids, prompt in zip(new_tokens, batch)]
+
+    def _completion(self, ids: list[int], prompt_tokens: int, eos_ids: list[int], params: SamplingParams) -> Completion:
+        hit_eos = next((k for k, t in enumerate(ids) if t in eos_ids), None)
+        if hit_eos is not None:
+            ids, used = ids[:hit_eos], hit_eos + 1
+        else:
+            pad = self.tokenizer.pad_token_id
+            while ids and ids[-1] == pad:       # a row stopped by a stop string is padded to the batch end
+                ids = ids[:-1]
+            used = len(ids)
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        cut = min((text.find(s) for s in params.stop if s and s in text), default=-1)
+        if cut >= 0:
+            return Completion(text[:cut], prompt_tokens, used, "stop")
+        finish = "length" if hit_eos is None and used >= params.max_new_tokens else "stop"
+        return Completion(text, prompt_tokens, used, finish)
+
+    def _eos_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = list(ids) if isinstance(ids, (list, tuple)) else [ids]
+        ids.append(self.tokenizer.eos_token_id)
+        return sorted({i for i in ids if i is not None})
+
+    def close(self) -> None:
+        self.model = None
+        self.tokenizer = None
+        gc.collect()
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(self.name, self.model_path,
+                          {"dtype": self.dtype, "device": self.device, "batch_size": self.batch_size})
