@@ -1,0 +1,48 @@
+"""Scorers by name, imported only when chosen, so optional packages stay optional."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from cai.errors import CaiError
+from cai.safety.base import Scorer
+
+# name -> "module:Class". The AI-feedback `judge` scorer registers here too.
+SCORERS: dict[str, str] = {
+    "toxic-bilstm": "cai.safety.bilstm:ToxicBiLSTMScorer",
+    "detoxify": "cai.safety.detoxify_scorer:DetoxifyScorer",
+    "bias": "cai.safety.bias:BiasScorer",
+}
+
+# Ships its weights on PyPI, so it works offline: the toxicity scorer by default.
+DEFAULT_SCORER = "toxic-bilstm"
+
+
+def scorer_class(name: str) -> type[Scorer]:
+    """The class registered as `name`, imported on demand."""
+    target = SCORERS.get(name)
+    if target is None:
+        raise CaiError(f"unknown scorer {name!r}; choose one of: {', '.join(SCORERS)}")
+    module_name, class_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise CaiError(f"scorer {name} is not available in this version of cai") from exc
+        raise CaiError(f"scorer {name} needs the {exc.name} package: pip install {exc.name}") from exc
+    return getattr(module, class_name)
+
+
+def create_scorer(name: str, **options) -> Scorer:
+    """Build (not load) the scorer `name`; a missing optional package or unknown option is a CaiError."""
+    cls = scorer_class(name)
+    cls.check_requirements()
+    params = inspect.signature(cls.__init__).parameters
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    known = [p for p in params if p != "self" and params[p].kind is not params[p].VAR_KEYWORD]
+    unknown = sorted(set(options) - set(known))
+    if unknown and not accepts_any:
+        allowed = ", ".join(known) or "none"
+        raise CaiError(f"scorer {name} has no option {unknown[0]!r}; its options: {allowed}")
+    return cls(**options)
