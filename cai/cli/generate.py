@@ -1,9 +1,54 @@
 """`cai generate`: answer prompts, then critique and revise them under a constitution."""
 
+from __future__ import annotations
+
+from typing import Optional
+
 import typer
 
 
 def register(app: typer.Typer) -> None:
     @app.command(help="Answer prompts with a local model, then critique and revise under a constitution.")
-    def generate() -> None:
-        raise typer.Exit(0)
+    def generate(
+        constitution: str = typer.Option(..., "--constitution", "-c", help="Constitution YAML."),
+        prompts: str = typer.Option("data/red_team.jsonl", help="Prompts: .jsonl, .txt, .csv, .parquet or a saved HF dataset dir."),
+        prompt_column: Optional[str] = typer.Option(None, help="Column holding the prompt (default: prompt)."),
+        model: Optional[str] = typer.Option(None, help="Local HF model dir or .gguf file (default: the embedded SmolLM2-135M-Instruct)."),
+        engine: str = typer.Option("transformers", help="transformers, vllm or openai."),
+        rounds: Optional[int] = typer.Option(None, help="Critique/revise rounds (default: the constitution's)."),
+        out: Optional[str] = typer.Option(None, help="Run directory (default: runs/<constitution>-<prompts>)."),
+        seed: int = typer.Option(0, help="Seed for principle sampling and decoding."),
+        max_new_tokens: int = typer.Option(256, help="Token budget of each reply."),
+        temperature: float = typer.Option(0.0, help="0 decodes greedily."),
+        top_p: float = typer.Option(1.0),
+        limit: Optional[int] = typer.Option(None, help="Use only the first K prompts (after --shard)."),
+        shard: Optional[str] = typer.Option(None, help="i/n: this process takes shard i of n (0-based)."),
+        batch_size: int = typer.Option(16, help="Prompts per batch: each stage is one engine call per batch."),
+        few_shot: Optional[int] = typer.Option(None, help="Use only the first K few-shot dialogues (default: all)."),
+        prompts_dir: Optional[str] = typer.Option(None, help="Folder with your own copies of the prompt templates."),
+        force_new: bool = typer.Option(False, help="Start the run over when its settings changed (old records move to previous/)."),
+        quiet: bool = typer.Option(False, help="No progress bars: one JSON line per stage on stdout."),
+        tensor_parallel_size: int = typer.Option(1, help="vllm: GPUs per model replica."),
+        data_parallel_size: int = typer.Option(1, help="vllm: model replicas."),
+        base_url: Optional[str] = typer.Option(None, help="openai: server URL, e.g. http://127.0.0.1:8000/v1."),
+        concurrency: int = typer.Option(8, help="openai: requests in flight."),
+    ) -> None:
+        from cai.generate import GenerateConfig, run
+
+        options: dict = {}
+        if engine == "transformers":
+            options = {"batch_size": batch_size}
+        elif engine == "vllm":
+            options = {"tensor_parallel_size": tensor_parallel_size, "data_parallel_size": data_parallel_size}
+        elif engine == "openai":
+            if not base_url or not model:
+                from cai.errors import CaiError
+
+                raise CaiError("--engine openai needs --base-url and --model (the model name the server serves)")
+            options = {"base_url": base_url, "concurrency": concurrency}
+        run(GenerateConfig(
+            constitution=constitution, prompts=prompts, prompt_column=prompt_column, model=model, engine=engine,
+            rounds=rounds, out=out, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            limit=limit, shard=shard, batch_size=batch_size, few_shot=few_shot, prompts_dir=prompts_dir,
+            force_new=force_new, engine_options=options,
+        ), quiet=quiet)
