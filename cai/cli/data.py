@@ -1,5 +1,132 @@
 """`cai data`: preference pairs, safety filtering, dataset export and checks."""
 
+from __future__ import annotations
+
+from typing import Optional
+
 import typer
 
 app = typer.Typer(help="Build, filter, merge and check preference datasets.", no_args_is_help=True)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _drop_table(title: str, dropped: dict):
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("dropped because")
+    table.add_column("pairs", justify="right")
+    for reason, n in sorted(dropped.items(), key=lambda kv: -kv[1]):
+        table.add_row(reason, str(n))
+    if not dropped:
+        table.add_row("(nothing dropped)", "0")
+    return table
+
+
+@app.command(help="Merge the runs of several shards into one run directory.")
+def merge(
+    runs: list[str] = typer.Argument(..., help="Run directories made with the same settings."),
+    out: str = typer.Option(..., help="New run directory."),
+) -> None:
+    from cai.merge import merge_runs
+
+    counts = merge_runs(runs, out)
+    _console().print(
+        f"merged {counts['records']} records from {len(runs)} runs into {out}"
+        + (f" ({counts['duplicates']} identical duplicates skipped)" if counts["duplicates"] else "")
+    )
+
+
+@app.command(help="Build preference pairs from a run, filter them and export the dataset.")
+def pairs(
+    run: str = typer.Argument(..., help="Run directory made by `cai generate`."),
+    strategy: str = typer.Option("final-vs-initial", help="final-vs-initial, per-round or ai-feedback."),
+    out: Optional[str] = typer.Option(None, help="Dataset directory (default: RUN/dataset)."),
+    no_filter: bool = typer.Option(False, "--no-filter", help="Skip safety scoring and filtering."),
+    rules: Optional[str] = typer.Option(None, help="YAML file of safety thresholds."),
+    scorer: Optional[str] = typer.Option(None, help="Toxicity scorer: toxic-bilstm (default) or detoxify."),
+    toxicity_max: Optional[float] = typer.Option(None, help="Drop pairs whose chosen toxicity is above this (0.7)."),
+    test_share: float = typer.Option(0.1, help="Share of prompts held out in the test splits."),
+    seed: int = typer.Option(0),
+    feedback_margin: float = typer.Option(0.1, help="ai-feedback: keep pairs whose soft label is this far from 0.5."),
+    feedback_model: Optional[str] = typer.Option(None, help="ai-feedback: judge model (default: the run's model)."),
+) -> None:
+    from rich.progress import Progress
+
+    from cai.preferences import PairsConfig, build_dataset
+    from cai.safety.filter import load_rules
+
+    cfg = PairsConfig(run=run, strategy=strategy, out=out, filter=not no_filter,
+                      rules=load_rules(rules, scorer=scorer, toxicity_max=toxicity_max),
+                      test_share=test_share, seed=seed, feedback_margin=feedback_margin,
+                      feedback_model=feedback_model)
+    console = _console()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("scoring pairs", total=None)
+
+        class _Reporter:
+            def advance(self, n: int) -> None:
+                progress.update(task, advance=n)
+
+        result = build_dataset(cfg, reporter=_Reporter())
+    console.print(_drop_table(f"{result['records']} records -> {result['candidate pairs']} pairs -> "
+                              f"{result['kept pairs']} kept", result["dropped"]))
+    console.print("splits: " + ", ".join(f"{k} {v}" for k, v in result["splits"].items()))
+    console.print(f"dataset written to {result['out']}")
+
+
+@app.command(help="Print the counts, drops and scores of an exported dataset.")
+def stats(path: str = typer.Argument(..., help="Dataset directory written by `cai data pairs`.")) -> None:
+    from pathlib import Path
+
+    from rich.table import Table
+    from ruamel.yaml import YAML
+
+    from cai.errors import CaiError
+
+    card = Path(path) / "README.md"
+    if not card.is_file():
+        raise CaiError(f"{path}: no dataset card README.md; is this a directory written by `cai data pairs`?")
+    text = card.read_text(encoding="utf-8")
+    if not text.startswith("---\n"):
+        raise CaiError(f"{card}: no YAML front matter")
+    front = YAML(typ="safe").load(text.split("---\n", 2)[1])
+    console = _console()
+    table = Table(title=f"{path}")
+    table.add_column("split")
+    table.add_column("rows", justify="right")
+    for split, n in front.get("counts", {}).items():
+        table.add_row(split, str(n))
+    console.print(table)
+    console.print(_drop_table("drops", front.get("dropped") or {}))
+    usage = Table(title="principle usage")
+    usage.add_column("principle")
+    usage.add_column("pairs", justify="right")
+    for pid, n in (front.get("principle_usage") or {}).items():
+        usage.add_row(pid, str(n))
+    console.print(usage)
+    scores = Table(title="scores")
+    for col in ("column", "mean", "p50", "p90", "max"):
+        scores.add_column(col, justify="left" if col == "column" else "right")
+    for col, s in (front.get("scores") or {}).items():
+        scores.add_row(col, *(f"{s[k]:.3f}" for k in ("mean", "p50", "p90", "max")))
+    console.print(scores)
+    console.print(f"model: {front.get('model')}  strategy: {front.get('strategy')}")
+
+
+@app.command(help="Check a preference dataset (JSONL or saved dataset dir): one line per bad row.")
+def validate(path: str = typer.Argument(..., help="A JSONL file or a dataset directory.")) -> None:
+    from cai.validate import validate_preferences
+
+    count, problems = validate_preferences(path)
+    for line in problems:
+        typer.echo(line, err=True)
+    if problems:
+        typer.echo(f"{len(problems)} problems in {count} rows", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"ok: {path} ({count} rows)")
