@@ -53,16 +53,19 @@ def pairs(
     toxicity_max: Optional[float] = typer.Option(None, help="Drop pairs whose chosen toxicity is above this (0.7)."),
     test_share: float = typer.Option(0.1, help="Share of prompts held out in the test splits."),
     seed: int = typer.Option(0),
+    keep_truncated: bool = typer.Option(False, help="Keep pairs whose texts hit the token budget."),
     feedback_margin: float = typer.Option(0.1, help="ai-feedback: keep pairs whose soft label is this far from 0.5."),
     feedback_model: Optional[str] = typer.Option(None, help="ai-feedback: judge model (default: the run's model)."),
 ) -> None:
     from rich.progress import Progress
 
+    from cai.pairs import PairRules
     from cai.preferences import PairsConfig, build_dataset
     from cai.safety.filter import load_rules
 
     cfg = PairsConfig(run=run, strategy=strategy, out=out, filter=not no_filter,
                       rules=load_rules(rules, scorer=scorer, toxicity_max=toxicity_max),
+                      pair_rules=PairRules(drop_truncated=not keep_truncated),
                       test_share=test_share, seed=seed, feedback_margin=feedback_margin,
                       feedback_model=feedback_model)
     console = _console()
@@ -130,3 +133,61 @@ def validate(path: str = typer.Argument(..., help="A JSONL file or a dataset dir
         typer.echo(f"{len(problems)} problems in {count} rows", err=True)
         raise typer.Exit(1)
     typer.echo(f"ok: {path} ({count} rows)")
+
+
+@app.command(help="Score pairs (JSONL or dataset dir) with safety classifiers, drop by the rules, write a dataset.")
+def filter(  # noqa: A001 - the command is named for what users type
+    path: str = typer.Argument(..., help="A pairs JSONL file or a dataset directory."),
+    out: str = typer.Option(..., help="Dataset directory to write."),
+    rules: Optional[str] = typer.Option(None, help="YAML file of safety thresholds."),
+    scorer: Optional[str] = typer.Option(None, help="Toxicity scorer: toxic-bilstm (default) or detoxify."),
+    toxicity_max: Optional[float] = typer.Option(None, help="Drop pairs whose chosen toxicity is above this (0.7)."),
+    test_share: float = typer.Option(0.1),
+    seed: int = typer.Option(0),
+) -> None:
+    from cai.dataset import write_dataset
+    from cai.safety.filter import apply_rules, load_rules, score_rows
+    from cai.validate import iter_rows, row_problems
+
+    safety = load_rules(rules, scorer=scorer, toxicity_max=toxicity_max)
+    rows = []
+    for where, row in iter_rows(path):
+        problems = row_problems(row)
+        if problems:
+            from cai.errors import CaiError
+
+            raise CaiError(f"{path}: {where}: {problems[0]} (run `cai data validate {path}`)")
+        rows.append(dict(row))
+    score_rows(rows, safety)
+    kept, dropped = apply_rules(rows, safety)
+    counts = write_dataset(kept, out, test_share=test_share, seed=seed,
+                           meta={"dropped": dict(dropped), "strategy": "filtered", "command": "cai data filter"})
+    console = _console()
+    console.print(_drop_table(f"{len(rows)} pairs -> {len(kept)} kept", dict(dropped)))
+    console.print("splits: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"\ndataset written to {out}")
+
+
+@app.command("import-annotations", help="Import human preference annotations (the alignment guide's format).")
+def import_annotations(
+    path: str = typer.Argument(..., help="JSONL or JSON list of annotations."),
+    out: Optional[str] = typer.Option(None, help="Dataset directory to write (pairs.jsonl is written inside)."),
+    min_seconds: float = typer.Option(10.0, help="Annotations faster than this are flagged too fast."),
+    test_share: float = typer.Option(0.1),
+    seed: int = typer.Option(0),
+) -> None:
+    from pathlib import Path
+
+    from cai.annotations import import_annotations as run_import
+    from cai.annotations import report_table, write_pairs_jsonl
+    from cai.dataset import write_dataset
+
+    result = run_import(path, min_seconds=min_seconds)
+    console = _console()
+    console.print(report_table(result.report))
+    if out:
+        rows = [{**r, "generation_id": r["item_id"], "category": r.get("category", ""), "principle_ids": [],
+                 "model": "human"} for r in result.rows]
+        counts = write_dataset(rows, out, test_share=test_share, seed=seed,
+                               meta={"strategy": "human", "command": f"cai data import-annotations {path}"})
+        write_pairs_jsonl(result.rows, Path(out) / "pairs.jsonl")
+        console.print("splits: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"\ndataset written to {out}")

@@ -28,6 +28,8 @@ def register(app: typer.Typer) -> None:
         prompts_dir: Optional[str] = typer.Option(None, help="Folder with your own copies of the prompt templates."),
         force_new: bool = typer.Option(False, help="Start the run over when its settings changed (old records move to previous/)."),
         quiet: bool = typer.Option(False, help="No progress bars: one JSON line per stage on stdout."),
+        no_pairs: bool = typer.Option(False, "--no-pairs", help="Stop after generation; build pairs later with `cai data pairs`."),
+        strategy: str = typer.Option("final-vs-initial", help="Pair strategy for the dataset built at the end."),
         tensor_parallel_size: int = typer.Option(1, help="vllm: GPUs per model replica."),
         data_parallel_size: int = typer.Option(1, help="vllm: model replicas."),
         base_url: Optional[str] = typer.Option(None, help="openai: server URL, e.g. http://127.0.0.1:8000/v1."),
@@ -46,9 +48,15 @@ def register(app: typer.Typer) -> None:
 
                 raise CaiError("--engine openai needs --base-url and --model (the model name the server serves)")
             options = {"base_url": base_url, "concurrency": concurrency}
-        run(GenerateConfig(
+        summary = run(GenerateConfig(
             constitution=constitution, prompts=prompts, prompt_column=prompt_column, model=model, engine=engine,
             rounds=rounds, out=out, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
             limit=limit, shard=shard, batch_size=batch_size, few_shot=few_shot, prompts_dir=prompts_dir,
             force_new=force_new, engine_options=options,
         ), quiet=quiet)
+        if not no_pairs and summary["done"] + summary["skipped (done before)"] > 0:
+            from cai.cli.data import pairs
+
+            pairs(run=summary["run"], strategy=strategy, out=None, no_filter=False, rules=None, scorer=None,
+                  toxicity_max=None, test_share=0.1, seed=seed, keep_truncated=False, feedback_margin=0.1,
+                  feedback_model=None)

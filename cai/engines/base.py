@@ -54,6 +54,15 @@ class Engine(ABC):
     @abstractmethod
     def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[Completion]: ...
 
+    def label_logprobs(self, conversations: list[Conversation], labels: list[str]) -> list[list[float]]:
+        """Log-probability of each label as the first token of the reply, per conversation.
+
+        AI feedback reads preferences from these; engines that can see logits implement it.
+        """
+        from cai.errors import CaiError
+
+        raise CaiError(f"engine {self.name!r} cannot read label log-probabilities; use transformers or vllm")
+
     def close(self) -> None:
         """Free the model; engines holding processes or sockets override this."""
 
@@ -66,3 +75,16 @@ class Engine(ABC):
 
     def __exit__(self, *exc):
         self.close()
+
+
+def label_token_ids(tokenizer, labels: list[str]) -> list[list[int]]:
+    """Token ids that start each label, with and without a leading space ("A" and " A")."""
+    out = []
+    for label in labels:
+        ids = set()
+        for variant in (label, " " + label):
+            encoded = tokenizer(variant, add_special_tokens=False)["input_ids"]
+            if encoded:
+                ids.add(encoded[0])
+        out.append(sorted(ids))
+    return out

@@ -10,7 +10,7 @@ import gc
 from pathlib import Path
 
 from cai.chat import apply_chat_template
-from cai.engines.base import Completion, Conversation, Engine, EngineInfo, SamplingParams
+from cai.engines.base import Completion, Conversation, Engine, EngineInfo, SamplingParams, label_token_ids
 from cai.errors import CaiError
 
 _DTYPES = ("float32", "bfloat16", "float16")
@@ -102,6 +102,25 @@ class TransformersEngine(Engine):
             return Completion(text[:cut], prompt_tokens, used, "stop")
         finish = "length" if hit_eos is None and used >= params.max_new_tokens else "stop"
         return Completion(text, prompt_tokens, used, finish)
+
+    def label_logprobs(self, conversations: list[Conversation], labels: list[str]) -> list[list[float]]:
+        """One forward pass per micro-batch; the next-token distribution at the reply's start."""
+        import torch
+
+        if self.model is None:
+            self.load()
+        label_ids = label_token_ids(self.tokenizer, labels)
+        encoded = [self.tokenizer(apply_chat_template(self.tokenizer, c), add_special_tokens=False)["input_ids"]
+                   for c in conversations]
+        out: list[list[float]] = []
+        with torch.inference_mode():
+            for start in range(0, len(encoded), self.batch_size):
+                padded = self.tokenizer.pad({"input_ids": encoded[start:start + self.batch_size]},
+                                            return_tensors="pt").to(self.device)
+                logits = self.model(**padded).logits[:, -1, :].float()      # left padding: last column is real
+                logprobs = torch.log_softmax(logits, dim=-1)
+                out += [[torch.logsumexp(row[ids], dim=0).item() for ids in label_ids] for row in logprobs]
+        return out
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id

@@ -13,6 +13,7 @@ SCORERS: dict[str, str] = {
     "toxic-bilstm": "cai.safety.bilstm:ToxicBiLSTMScorer",
     "detoxify": "cai.safety.detoxify_scorer:DetoxifyScorer",
     "bias": "cai.safety.bias:BiasScorer",
+    "judge": "cai.safety.judge:JudgeScorer",
 }
 
 # Ships its weights on PyPI, so it works offline: the toxicity scorer by default.

@@ -1,0 +1,143 @@
+"""Export kept pairs as a Hugging Face DatasetDict that TRL trains on as it is.
+
+Splits are made by prompt, never by row, so no prompt of the test split is
+seen in training. Alongside `save_to_disk` the same rows are written as
+parquet and JSONL, with a dataset card that says what the data is and what
+was dropped on the way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import statistics
+from collections import Counter
+from pathlib import Path
+
+from cai.errors import CaiError
+from cai.pairs import normalize
+
+SPLITS = ("train_prefs", "test_prefs", "train_sft", "test_sft")
+SFT_COLUMNS = ("generation_id", "messages", "category", "principle_ids", "model")
+
+
+EMPTY_PREF = {
+    "pair_id": "", "generation_id": "", "prompt": [{"role": "user", "content": ""}],
+    "chosen": [{"role": "assistant", "content": ""}], "rejected": [{"role": "assistant", "content": ""}],
+    "messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}],
+    "category": "", "source": "", "strategy": "", "principle_ids": [""], "model": "",
+}
+
+
+def split_by_prompt(rows: list[dict], test_share: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Seeded prompt-level split; at least one prompt in test whenever there are two or more."""
+    if not 0 <= test_share < 1:
+        raise CaiError(f"--test-share: must be in [0, 1), got {test_share}")
+    keys = sorted({normalize(r["prompt"][0]["content"]) for r in rows},
+                  key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
+    n_test = 0 if len(keys) < 2 else min(len(keys) - 1, max(1, round(test_share * len(keys))))
+    test_keys = set(keys[:n_test])
+    train = [r for r in rows if normalize(r["prompt"][0]["content"]) not in test_keys]
+    test = [r for r in rows if normalize(r["prompt"][0]["content"]) in test_keys]
+    return train, test
+
+
+def sft_rows(pref_rows: list[dict]) -> list[dict]:
+    """One SFT row per generation: the most revised chosen text (the SL-CAI stage)."""
+    last: dict[str, dict] = {}
+    for row in pref_rows:
+        last[row["generation_id"]] = row
+    return [{k: row[k] for k in SFT_COLUMNS} for row in last.values()]
+
+
+def _score_summary(rows: list[dict]) -> dict:
+    columns = sorted({k for r in rows for k, v in r.items()
+                      if isinstance(v, float) and not isinstance(v, bool) and k.endswith(("toxicity", "bias", "label"))})
+    out = {}
+    for col in columns:
+        values = sorted(r[col] for r in rows if isinstance(r.get(col), float))
+        if values:
+            out[col] = {"mean": round(statistics.fmean(values), 4),
+                        "p50": round(values[len(values) // 2], 4),
+                        "p90": round(values[min(len(values) - 1, int(len(values) * 0.9))], 4),
+                        "max": round(values[-1], 4)}
+    return out
+
+
+def write_dataset(rows: list[dict], out_dir: str | Path, *, test_share: float = 0.1, seed: int = 0,
+                  meta: dict | None = None) -> dict:
+    """Write `rows` to `out_dir` (replaced atomically) and return the split counts."""
+    import datasets
+    from datasets import Dataset, DatasetDict
+
+    datasets.disable_progress_bars()
+    meta = meta or {}
+    train, test = split_by_prompt(rows, test_share, seed)
+    splits = {"train_prefs": train, "test_prefs": test, "train_sft": sft_rows(train), "test_sft": sft_rows(test)}
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    # An empty split still needs the columns of its kind so TRL and users can load it.
+    shape = {"prefs": (splits["train_prefs"] or splits["test_prefs"] or [EMPTY_PREF])[0],
+             "sft": (splits["train_sft"] or splits["test_sft"] or [sft_rows([EMPTY_PREF])[0]])[0]}
+    def empty(kind: str) -> Dataset:
+        features = Dataset.from_list([shape[kind]]).features
+        return Dataset.from_dict({column: [] for column in features}, features=features)
+
+    dd = DatasetDict({name: Dataset.from_list(data) if data else empty(name.split("_")[1])
+                      for name, data in splits.items()})
+    # One shard per split: an empty split saved with the default sharding cannot be loaded back.
+    dd.save_to_disk(str(tmp / "hf"), num_shards={name: 1 for name in dd})
+    for name, ds in dd.items():
+        ds.to_parquet(str(tmp / f"{name}.parquet"))
+        with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as fh:
+            for row in splits[name]:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    counts = {name: len(data) for name, data in splits.items()}
+    (tmp / "README.md").write_text(dataset_card(rows, counts, meta), encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return counts
+
+
+def dataset_card(rows: list[dict], counts: dict, meta: dict) -> str:
+    """A README with YAML front matter: counts, drops, principles, scores, provenance."""
+    from ruamel.yaml import YAML
+    import io
+
+    principles = Counter(p for r in rows for p in r.get("principle_ids", []))
+    front = {
+        "pretty_name": f"cai preference data ({meta.get('constitution', {}).get('name', 'constitution')})",
+        "tags": ["constitutional-ai", "preference", "dpo", "cai"],
+        "configs": [{"config_name": "default",
+                     "data_files": [{"split": s, "path": f"{s}.parquet"} for s in SPLITS]}],
+        "counts": counts,
+        "dropped": dict(meta.get("dropped", {})),
+        "principle_usage": dict(principles.most_common()),
+        "scores": _score_summary(rows),
+        "model": meta.get("model", ""),
+        "constitution": meta.get("constitution", {}),
+        "strategy": meta.get("strategy", ""),
+        "command": meta.get("command", ""),
+    }
+    buf = io.StringIO()
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.dump(front, buf)
+    lines = [f"| {k} | {v} |" for k, v in counts.items()]
+    drops = [f"| {k} | {v} |" for k, v in front["dropped"].items()] or ["| (none) | 0 |"]
+    return (
+        f"---\n{buf.getvalue()}---\n\n# {front['pretty_name']}\n\n"
+        "Preference pairs made by critique -> revise under a constitution: `chosen` is the revised\n"
+        "response, `rejected` the one it replaced. Rows use TRL's explicit-prompt conversational\n"
+        "format (`prompt`, `chosen`, `rejected` as message lists); the `*_sft` splits hold `messages`.\n"
+        "Splits are made by prompt, so no test prompt appears in training.\n\n"
+        "| split | rows |\n| --- | --- |\n" + "\n".join(lines) + "\n\n"
+        "## Dropped pairs\n\n| reason | pairs |\n| --- | --- |\n" + "\n".join(drops) + "\n\n"
+        f"## Provenance\n\n- model: `{front['model']}`\n- constitution: `{front['constitution']}`\n"
+        f"- strategy: `{front['strategy']}`\n- command: `{front['command']}`\n"
+    )
