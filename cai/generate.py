@@ -77,7 +77,7 @@ def _versions() -> dict:
 def run(cfg: GenerateConfig, *, quiet: bool = False) -> dict:
     """Run (or resume) a generation job and return its summary counts."""
     from cai.engines.registry import create_engine
-    from cai.models import resolve_model
+    from cai.models import check_memory, resolve_model
 
     if cfg.shard:
         try:
@@ -93,6 +93,8 @@ def run(cfg: GenerateConfig, *, quiet: bool = False) -> dict:
         raise CaiError(f"--batch-size: must be at least 1, got {cfg.batch_size}")
     out = Path(cfg.out or default_out(cfg, constitution.name))
     model_ref = resolve_model(cfg.model) if cfg.engine != "openai" else None
+    if model_ref is not None:
+        check_memory(model_ref, cfg.engine_options.get("dtype", "float32"))
     model_name = model_ref.name if model_ref else (cfg.model or "")
 
     fingerprint = {

@@ -203,3 +203,14 @@ def test_the_embedded_model_runs_the_whole_loop(tmp_path, embedded_model_cache, 
     for r in records.values():
         assert r["model"].startswith("SmolLM2-135M-Instruct")
         assert r["initial_response"].strip() and r["rounds"][0]["critique"].strip()
+
+
+def test_a_model_too_large_for_memory_is_refused_before_loading(tmp_path):
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    (huge / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 128256, "hidden_size": 16384,
+        "intermediate_size": 53248, "num_hidden_layers": 126, "num_attention_heads": 128, "num_key_value_heads": 8}))
+    proc = subprocess.run(CAI + _args(huge, _prompts(tmp_path, 1), tmp_path / "run"), capture_output=True, text=True)
+    assert proc.returncode == 2 and "GiB" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "generations").exists()

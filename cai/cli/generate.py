@@ -26,6 +26,8 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(16, help="Prompts per batch: each stage is one engine call per batch."),
         few_shot: Optional[int] = typer.Option(None, help="Use only the first K few-shot dialogues (default: all)."),
         prompts_dir: Optional[str] = typer.Option(None, help="Folder with your own copies of the prompt templates."),
+        chat_template: Optional[str] = typer.Option(None, help="Jinja chat template file for models that have none."),
+        dtype: str = typer.Option("float32", help="transformers: float32 (fastest on CPU), bfloat16 or float16."),
         force_new: bool = typer.Option(False, help="Start the run over when its settings changed (old records move to previous/)."),
         quiet: bool = typer.Option(False, help="No progress bars: one JSON line per stage on stdout."),
         no_pairs: bool = typer.Option(False, "--no-pairs", help="Stop after generation; build pairs later with `cai data pairs`."),
@@ -37,15 +39,23 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from cai.generate import GenerateConfig, run
 
+        from pathlib import Path
+
+        from cai.errors import CaiError
+
         options: dict = {}
+        template_text = None
+        if chat_template:
+            try:
+                template_text = Path(chat_template).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                raise CaiError(f"{chat_template}: --chat-template: cannot read ({err.__class__.__name__})") from None
         if engine == "transformers":
-            options = {"batch_size": batch_size}
+            options = {"batch_size": batch_size, "chat_template": template_text, "dtype": dtype}
         elif engine == "vllm":
             options = {"tensor_parallel_size": tensor_parallel_size, "data_parallel_size": data_parallel_size}
         elif engine == "openai":
             if not base_url or not model:
-                from cai.errors import CaiError
-
                 raise CaiError("--engine openai needs --base-url and --model (the model name the server serves)")
             options = {"base_url": base_url, "concurrency": concurrency}
         summary = run(GenerateConfig(

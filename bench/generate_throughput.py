@@ -1,0 +1,130 @@
+"""Generation throughput: cai batched vs one prompt at a time vs the raw engine calls.
+
+    python bench/generate_throughput.py [--prompts 32] [--rounds 2] [--max-new-tokens 32] [--few-shot 1]
+                                        [--engines transformers,vllm] [--skip-single]
+
+(a) `cai generate` with all prompts in one batch, (b) the same run one prompt at
+a time through the same engine, (c) the engine calls of (a) replayed alone with
+the same inputs. Engine start is timed separately and excluded from (a)-(c).
+Prints one JSON line per engine and a markdown table for bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+class Recording:
+    """Passes calls to a loaded engine and keeps their inputs; load/close are no-ops so one engine serves all runs."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+        self.name = engine.name
+
+    def load(self):
+        pass
+
+    def close(self):
+        pass
+
+    def generate(self, conversations, params):
+        self.calls.append(([list(c) for c in conversations], params))
+        return self.engine.generate(conversations, params)
+
+
+def cai_run(recording, prompts_path, out, *, batch_size, rounds, max_new_tokens, engine_name, few_shot):
+    import cai.engines.registry as registry
+    from cai.generate import GenerateConfig, run
+
+    registry.create_engine = lambda *a, **k: recording
+    start = time.perf_counter()
+    summary = run(GenerateConfig(constitution="constitution/hhh.yaml", prompts=prompts_path, out=out,
+                                 rounds=rounds, max_new_tokens=max_new_tokens, few_shot=few_shot, batch_size=batch_size,
+                                 engine=engine_name), quiet=True)
+    return time.perf_counter() - start, summary
+
+
+def bench_engine(name: str, args) -> dict:
+    from cai.engines.registry import create_engine
+    from cai.models import resolve_model
+
+    model = resolve_model(None)
+    options = {"batch_size": args.prompts} if name == "transformers" else {}
+    engine = create_engine(name, model.path, **options)
+    start = time.perf_counter()
+    engine.load()
+    load_s = time.perf_counter() - start
+    tmp = tempfile.mkdtemp(prefix="cai-bench-")
+    prompts_path = "data/red_team.jsonl"
+    sel = os.path.join(tmp, "prompts.jsonl")
+    with open(prompts_path) as src, open(sel, "w") as dst:
+        dst.writelines(src.readlines()[: args.prompts])
+
+    from cai.engines.base import SamplingParams
+
+    engine.generate([[{"role": "user", "content": "Hello"}]], SamplingParams(max_new_tokens=4))   # warm-up
+
+    common = dict(rounds=args.rounds, max_new_tokens=args.max_new_tokens, engine_name=name, few_shot=args.few_shot)
+
+    def raw(calls) -> tuple[float, int]:
+        start, tokens = time.perf_counter(), 0
+        for conversations, params in calls:
+            tokens += sum(c.completion_tokens for c in engine.generate(conversations, params))
+        return time.perf_counter() - start, tokens
+
+    # (a) and (c) alternate twice so neither gains from running second on a warm machine.
+    batched = Recording(engine)
+    a1, a_sum = cai_run(batched, sel, os.path.join(tmp, "a1"), batch_size=args.prompts, **common)
+    c1, raw_tokens = raw(batched.calls)
+    a2, _ = cai_run(Recording(engine), sel, os.path.join(tmp, "a2"), batch_size=args.prompts, **common)
+    c2, _ = raw(batched.calls)
+    a_s, c_s = (a1 + a2) / 2, (c1 + c2) / 2
+    result = {"engine": name, "prompts": args.prompts, "rounds": args.rounds, "max_new_tokens": args.max_new_tokens,
+              "few_shot": args.few_shot,
+              "engine_start_s": round(load_s, 1), "a_cai_batched_s": round(a_s, 1), "c_raw_engine_s": round(c_s, 1),
+              "a_tokens": a_sum["completion tokens"], "c_tokens": raw_tokens,
+              "a_tokens_per_s": round(a_sum["completion tokens"] / a_s, 1),
+              "overhead_a_vs_c": round(a_s / c_s - 1, 4)}
+    if not args.skip_single:
+        single = Recording(engine)
+        b_s, b_sum = cai_run(single, sel, os.path.join(tmp, "b"), batch_size=1, **common)
+        result.update({"b_one_at_a_time_s": round(b_s, 1), "b_tokens": b_sum["completion tokens"],
+                       "speedup_a_over_b": round(b_s / a_s, 2)})
+    engine.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--few-shot", type=int, default=1, help="few-shot dialogues leading each chat")
+    parser.add_argument("--engines", default="transformers")
+    parser.add_argument("--skip-single", action="store_true", help="skip (b), the slow one-at-a-time run")
+    args = parser.parse_args()
+    results = [bench_engine(name, args) for name in args.engines.split(",")]
+    for r in results:
+        print(json.dumps(r))
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}")
+    print("| engine | start s | (a) cai batched s | (b) one at a time s | (c) raw engine s | a/b speedup | "
+          "overhead a vs c | tokens/s (a) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        print(f"| {r['engine']} | {r['engine_start_s']} | {r['a_cai_batched_s']} | {r.get('b_one_at_a_time_s', '-')} | "
+              f"{r['c_raw_engine_s']} | {r.get('speedup_a_over_b', '-')}x | {r['overhead_a_vs_c']:+.1%} | "
+              f"{r['a_tokens_per_s']} |")
+    if len(results) == 2:
+        print(f"\n{results[1]['engine']} / {results[0]['engine']} tokens/s at {args.prompts} prompts: "
+              f"{results[1]['a_tokens_per_s'] / results[0]['a_tokens_per_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
