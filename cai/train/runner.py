@@ -259,12 +259,17 @@ def out_state(out: Path, identity: dict, *, overwrite: bool) -> tuple[str, Path 
     old = _read_identity(config)
     if old != identity:
         if ckpt is not None:
-            a, b = _flat(old or {}), _flat(identity)
-            diff = next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), "?")
-            raise CaiError(f"{out}: holds checkpoints of a different run ({diff}: {a.get(diff)!r} then, "
-                           f"{b.get(diff)!r} now); pass --overwrite to start over or choose another --out")
+            raise CaiError(f"{out}: holds checkpoints of a different run ({identity_diff(old, identity)}); "
+                           "pass --overwrite to start over or choose another --out")
         return "restart", None
     return ("resume", ckpt) if ckpt is not None else ("restart", None)
+
+
+def identity_diff(old: dict | None, new: dict) -> str:
+    """The first setting that differs, as `key: old then, new now`."""
+    a, b = _flat(old or {}), _flat(new)
+    key = next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), None)
+    return "unreadable config.yaml" if key is None else f"{key}: {a.get(key)!r} then, {b.get(key)!r} now"
 
 
 def _read_identity(config: Path) -> dict | None:
@@ -359,6 +364,10 @@ def train(kind: str, recipe, data, out=None, *, model: str | None = None, overri
     state, ckpt = out_state(out, identity, overwrite=overwrite)
     if state == "done":
         if skip_done:
+            old = _read_identity(out / CONFIG)
+            if old != identity:
+                note(f"{out}: finished with other settings ({identity_diff(old, identity)}); kept as it is, "
+                     "--overwrite trains it again")
             return TrainResult(kind, out, summary=_read_json(out / "summary.json"), skipped=True)
         raise CaiError(f"{out}: already holds a finished {kind} run; pass --overwrite to train again or choose another --out")
     if state == "restart":
@@ -368,6 +377,8 @@ def train(kind: str, recipe, data, out=None, *, model: str | None = None, overri
                    model=ref.path, model_name=ref.name, model_source=ref.source, overrides=list(overrides),
                    merge=merge, resume_from=str(ckpt) if ckpt else None, command=command_line(),
                    base=str(base) if base else None)
+    if merge and not checked.recipe.lora.enabled:
+        note("--merge: lora.enabled is false, so OUT already holds the full model; nothing to merge")
     write_config(out, plan, checked, identity)
     if ckpt is not None:
         note(f"{out}: resuming from {ckpt.name}")
@@ -507,6 +518,7 @@ def _execute(plan: RunPlan, *, checked: Checked | None) -> dict | None:
         from trl import RichProgressCallback
 
         callbacks.append(RichProgressCallback())
+    rss_before_model = S.current_rss_mib()
     trainer = module.build_trainer(recipe, args, plan.model, tokenizer, train_ds, eval_ds, callbacks,
                                    load_kwargs=model_load_kwargs(recipe, resolved))
     if rich_progress:
@@ -518,6 +530,10 @@ def _execute(plan: RunPlan, *, checked: Checked | None) -> dict | None:
                                       "global_step": state.get("global_step")})
     trainer.train(resume_from_checkpoint=plan.resume_from)
 
+    if rich_progress:                  # TRL's rich bars end with training; the final eval runs without them
+        from trl import RichProgressCallback
+
+        trainer.remove_callback(RichProgressCallback)
     eval_metrics = {}
     if eval_ds is not None:
         done = [row for row in trainer.state.log_history
@@ -532,7 +548,7 @@ def _execute(plan: RunPlan, *, checked: Checked | None) -> dict | None:
         summary = S.summarize(plan.kind, trainer.state.log_history, eval_metrics=eval_metrics, extra={
             "world_size": args.world_size, "out": str(out), "merged": str(merged) if merged else None,
             "resumed_from": Path(plan.resume_from).name if plan.resume_from else None,
-            "model": plan.model_name, "adapter": adapter})
+            "model": plan.model_name, "adapter": adapter, "rss_before_model_mib": rss_before_model})
         from cai.store import write_atomic
 
         write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")

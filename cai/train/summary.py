@@ -70,6 +70,17 @@ def peak_memory() -> dict:
     return out
 
 
+def current_rss_mib() -> float | None:
+    """Resident memory of this process now (Linux /proc), for "peak above what the model load started from"."""
+    try:
+        for line in open("/proc/self/status", encoding="ascii"):
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def summarize(kind: str, log_history: list[dict], *, eval_metrics: dict | None = None,
               extra: dict | None = None) -> dict:
     """Final figures from the trainer's log history: loss, accuracy, margins, time, tokens/s, memory."""
