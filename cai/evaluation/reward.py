@@ -1,0 +1,168 @@
+"""Reward models and policy log-probabilities for `cai eval` and `cai eval rm`.
+
+A reward-model directory is what `cai train reward` writes: either a PEFT
+adapter over `AutoModelForSequenceClassification(num_labels=1)` (the folder
+has adapter_config.json naming its base) or a full sequence-classification
+model. Texts are formatted the way TRL's RewardTrainer does for conversational
+rows: the chat template over prompt + assistant reply, no generation prompt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cai.chat import apply_chat_template
+from cai.errors import CaiError
+
+Messages = list[dict]
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"))
+
+
+class RewardModel:
+    """`score(prompts, responses)` -> one float per pair; `base` overrides the adapter's base model."""
+
+    def __init__(self, path: str | Path, *, base: str | None = None, batch_size: int = 8, max_length: int = 1024):
+        self.path = Path(path)
+        self.base_override = base
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.model = None
+        self.tokenizer = None
+        self.base_path: str | None = None
+
+    def check(self) -> None:
+        """Fail early, without loading, when the directory cannot be a reward model."""
+        if not self.path.is_dir():
+            raise CaiError(f"{self.path}: reward model directory not found")
+        if not (self.path / "adapter_config.json").is_file() and not (self.path / "config.json").is_file():
+            raise CaiError(f"{self.path}: not a reward model (no adapter_config.json or config.json)")
+
+    def load(self) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from cai.evaluation.adapter_engine import ADAPTER_CONFIG, adapter_base
+        from cai.models import resolve_model
+
+        if not self.path.is_dir():
+            raise CaiError(f"{self.path}: reward model directory not found")
+        is_adapter = (self.path / ADAPTER_CONFIG).is_file()
+        if is_adapter:
+            base_spec = self.base_override or adapter_base(self.path)
+            if not base_spec:
+                raise CaiError(f"{self.path}: adapter config names no base model; pass --model BASE")
+            self.base_path = resolve_model(base_spec).path
+        elif (self.path / "config.json").is_file():
+            self.base_path = str(self.path)
+        else:
+            raise CaiError(f"{self.path}: not a reward model (no adapter_config.json or config.json)")
+        tok_dir = self.path if _has_tokenizer(self.path) else Path(self.base_path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+            model = AutoModelForSequenceClassification.from_pretrained(self.base_path, num_labels=1,
+                                                                       dtype=torch.float32)
+        except (OSError, ValueError) as exc:
+            raise CaiError(f"{self.path}: cannot load the reward model: {_first_line(exc)}") from exc
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        if is_adapter:
+            from peft import PeftModel
+
+            try:
+                model = PeftModel.from_pretrained(model, str(self.path), is_trainable=False)
+            except (ValueError, KeyError, OSError, RuntimeError) as exc:
+                raise CaiError(f"{self.path}: cannot load the reward adapter on {self.base_path}: {_first_line(exc)}") from exc
+        if getattr(model.config, "num_labels", 1) != 1:
+            raise CaiError(f"{self.path}: reward model has {model.config.num_labels} labels; expected 1")
+        tokenizer.padding_side = "right"
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+
+    def text(self, prompt: Messages | str, response: Messages | str) -> str:
+        conversation = _messages(prompt, "user") + _messages(response, "assistant")
+        if getattr(self.tokenizer, "chat_template", None):
+            return apply_chat_template(self.tokenizer, conversation, add_generation_prompt=False)
+        return "\n\n".join(m["content"] for m in conversation) + (self.tokenizer.eos_token or "")
+
+    def score(self, prompts: list, responses: list, on_batch=None) -> list[float]:
+        import torch
+
+        if len(prompts) != len(responses):
+            raise CaiError(f"reward model: {len(prompts)} prompts against {len(responses)} responses")
+        if self.model is None:
+            self.load()
+        texts = [self.text(p, r) for p, r in zip(prompts, responses)]
+        out: list[float] = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                batch = texts[start:start + self.batch_size]
+                enc = self.tokenizer(batch, add_special_tokens=False, padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="pt")
+                logits = self.model(**enc).logits
+                out += [float(v) for v in logits[:, 0].float()]
+                if on_batch:
+                    on_batch(len(batch))
+        return out
+
+    def close(self) -> None:
+        self.model = None
+        self.tokenizer = None
+
+
+def _messages(value: Messages | str, role: str) -> Messages:
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def completion_logprobs(model, tokenizer, prompts: list, completions: list, *, batch_size: int = 8,
+                        max_length: int = 1024) -> list[float]:
+    """Sum of log P(completion tokens | prompt) for each pair, under `model` as it is called.
+
+    The completion starts after the longest common prefix of the tokenized
+    prompt (with the generation prompt) and the tokenized full conversation,
+    as TRL does, so templates that render the two slightly differently still
+    work.
+    """
+    import torch
+
+    rows = []
+    for prompt, completion in zip(prompts, completions):
+        prompt_msgs = _messages(prompt, "user")
+        full = prompt_msgs + _messages(completion, "assistant")
+        p_ids = tokenizer(apply_chat_template(tokenizer, prompt_msgs, add_generation_prompt=True),
+                          add_special_tokens=False)["input_ids"]
+        f_ids = tokenizer(apply_chat_template(tokenizer, full, add_generation_prompt=False),
+                          add_special_tokens=False)["input_ids"][:max_length]
+        start = 0
+        while start < min(len(p_ids), len(f_ids)) and p_ids[start] == f_ids[start]:
+            start += 1
+        rows.append((f_ids, max(1, start)))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[float] = []
+    with torch.inference_mode():
+        for begin in range(0, len(rows), batch_size):
+            chunk = rows[begin:begin + batch_size]
+            width = max(len(ids) for ids, _ in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, (ids, _) in enumerate(chunk):
+                input_ids[i, :len(ids)] = torch.tensor(ids)
+                mask[i, :len(ids)] = 1
+            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
+            logprobs = torch.log_softmax(logits[:, :-1, :], dim=-1)
+            targets = input_ids[:, 1:]
+            token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            for i, (ids, start) in enumerate(chunk):
+                # token t (t >= start) is predicted at position t - 1
+                out.append(float(token_lp[i, start - 1:len(ids) - 1].sum()))
+    return out
