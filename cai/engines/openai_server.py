@@ -1,0 +1,185 @@
+"""Engine for any OpenAI-compatible server (`/v1/chat/completions`): vLLM, TGI, llama.cpp, OpenAI.
+
+Requests run concurrently in a thread pool (bounded by `concurrency`) because
+servers batch what arrives together. Rate limits, 5xx and dropped connections
+are retried with exponential backoff and jitter; any other 4xx is a mistake
+(wrong model name, bad key, prompt too long) and fails at once.
+
+The HTTP client is `httpx2` (what huggingface_hub depends on, so it is
+always installed), falling back to `httpx`, whose API it keeps.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from email.utils import parsedate_to_datetime
+
+from cai.engines.base import Completion, Conversation, Engine, EngineInfo, SamplingParams
+from cai.errors import CaiError
+
+try:
+    import httpx2 as httpx
+except ImportError:                 # pragma: no cover - older environments
+    import httpx
+
+_MAX_DELAY = 60.0
+
+
+class OpenAIEngine(Engine):
+    """Sends each conversation as one chat-completions request; `base_url` ends in `/v1`."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        max_retries: int = 5,
+        timeout: float = 120.0,
+        backoff: float = 0.5,
+    ):
+        self.model = model
+        self.model_path = model
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self.concurrency = max(1, concurrency)
+        self.max_retries = max(0, max_retries)
+        self.timeout = timeout
+        self.backoff = backoff       # first retry waits about this long, then doubles
+        self._client = None
+        self._stop = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    def load(self) -> None:
+        if self._client is None:
+            self._client = httpx.Client(
+                timeout=self.timeout,
+                headers={"Authorization": f"Bearer {self.api_key}"},
+                limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
+            )
+
+    def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[Completion]:
+        if self._client is None:
+            self.load()
+        if not conversations:
+            return []
+        self._stop.clear()
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations)), thread_name_prefix="cai-openai")
+        try:
+            futures = [pool.submit(self._complete, conv, params) for conv in conversations]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in futures:               # the first failure, in input order, is the one reported
+                if future in done and future.exception() is not None:
+                    self._stop.set()             # retries in other threads give up instead of sleeping
+                    raise future.exception()
+            return [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _complete(self, conversation: Conversation, params: SamplingParams) -> Completion:
+        body = {
+            "model": self.model,
+            "messages": conversation,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": params.seed,
+            "n": 1,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        data = self._post(body)
+        try:
+            choice = data["choices"][0]
+            usage = data.get("usage") or {}
+            return Completion(
+                text=choice["message"].get("content") or "",
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+                finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            )
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            raise CaiError(f"{self.url}: unexpected response (no choices[0].message): {str(data)[:200]}") from exc
+
+    def _post(self, body: dict) -> dict:
+        """POST with retries; returns the decoded JSON of the first 2xx answer."""
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if self._stop.is_set():
+                raise CaiError(f"{self.url}: cancelled after another request failed")
+            wait_for = None
+            try:
+                response = self._client.post(self.url, json=body)
+            except httpx.TransportError as exc:  # connection refused/reset, timeouts
+                last = f"{type(exc).__name__}: {_one_line(str(exc)) or 'no detail'}"
+            else:
+                status = response.status_code
+                if status < 300:
+                    try:
+                        return response.json()
+                    except ValueError as exc:
+                        raise CaiError(f"{self.url}: HTTP {status} with a body that is not JSON: {_one_line(response.text)[:200]}") from exc
+                last = f"HTTP {status}: {_server_message(response)}"
+                if status != 429 and status < 500:
+                    raise CaiError(f"{self.url}: {last}")
+                wait_for = _retry_after(response.headers.get("retry-after"))
+            if attempt == self.max_retries:
+                break
+            if wait_for is None:
+                wait_for = self.backoff * 2**attempt * random.uniform(0.5, 1.5)
+            if self._stop.wait(min(wait_for, _MAX_DELAY)):
+                raise CaiError(f"{self.url}: cancelled after another request failed")
+        raise CaiError(f"{self.url}: failed after {self.max_retries + 1} attempts: {last}")
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def info(self) -> EngineInfo:
+        return EngineInfo(self.name, self.model, {"base_url": self.base_url, "concurrency": self.concurrency})
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (a number or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _server_message(response) -> str:
+    """The server's own explanation: OpenAI-style `error.message`, else the body's first line."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict) and error.get("message"):
+            return _one_line(str(error["message"]))[:500]
+        if isinstance(error, str):
+            return _one_line(error)[:500]
+        if data.get("message"):
+            return _one_line(str(data["message"]))[:500]
+    return _one_line(response.text)[:500] or response.reason_phrase or "no message"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
