@@ -137,3 +137,21 @@ def test_model_without_chat_template_is_refused_before_startup(tmp_path, tiny_vl
     (model / "tokenizer_config.json").write_text(json.dumps(settings))
     with pytest.raises(CaiError, match="has no chat template"):
         VLLMEngine(str(model)).load()
+
+
+@pytest.mark.slow
+def test_label_logprobs_match_the_transformers_engine(engine, tiny_vllm_model_dir):
+    """AI feedback reads the same label probabilities whichever engine serves the judge."""
+    from cai.engines.transformers import TransformersEngine
+
+    convs = [[{"role": "user", "content": f"Pick A or B for question {i}."}] for i in range(3)]
+    from_vllm = engine.label_logprobs(convs, ["A", "B"])
+    reference = TransformersEngine(tiny_vllm_model_dir)
+    reference.load()
+    expected = reference.label_logprobs(convs, ["A", "B"])
+    reference.close()
+    assert len(from_vllm) == 3 and all(len(row) == 2 for row in from_vllm)
+    for got, want in zip(from_vllm, expected):
+        # vLLM on CPU computes in bf16 where transformers uses fp32: close, not identical.
+        assert got == pytest.approx(want, rel=0.02)
+        assert (got[0] > got[1]) == (want[0] > want[1])

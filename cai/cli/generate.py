@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         strategy: str = typer.Option("final-vs-initial", help="Pair strategy for the dataset built at the end."),
         tensor_parallel_size: int = typer.Option(1, help="vllm: GPUs per model replica."),
         data_parallel_size: int = typer.Option(1, help="vllm: model replicas."),
+        enforce_eager: Optional[bool] = typer.Option(None, "--enforce-eager/--compile", help="vllm: skip graph compilation (default: eager on CPU)."),
         base_url: Optional[str] = typer.Option(None, help="openai: server URL, e.g. http://127.0.0.1:8000/v1."),
         concurrency: int = typer.Option(8, help="openai: requests in flight."),
     ) -> None:
@@ -53,7 +54,8 @@ def register(app: typer.Typer) -> None:
         if engine == "transformers":
             options = {"batch_size": batch_size, "chat_template": template_text, "dtype": dtype}
         elif engine == "vllm":
-            options = {"tensor_parallel_size": tensor_parallel_size, "data_parallel_size": data_parallel_size}
+            options = {"tensor_parallel_size": tensor_parallel_size, "data_parallel_size": data_parallel_size,
+                       "enforce_eager": enforce_eager, "chat_template": template_text}
         elif engine == "openai":
             if not base_url or not model:
                 raise CaiError("--engine openai needs --base-url and --model (the model name the server serves)")
