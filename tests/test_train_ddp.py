@@ -28,19 +28,20 @@ def test_two_process_ddp_dpo_on_cpu(tmp_path, tiny_model_dir):
     assert not (out / ".launch-plan.json").exists()
 
 
-def test_failing_launched_run_is_one_error_line(tmp_path, tiny_model_dir):
-    """A child process that fails reports its own one-line error through the launcher."""
-    data = write_preferences(tmp_path / "dataset")
-    (tmp_path / "model").mkdir()
-    for f in tiny_model_dir.iterdir():
-        if f.name != "chat_template.jinja":
-            (tmp_path / "model" / f.name).symlink_to(f)
-    config = json.loads((tiny_model_dir / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (tmp_path / "model" / "tokenizer_config.json").unlink()
-    (tmp_path / "model" / "tokenizer_config.json").write_text(json.dumps(config))
-    result = CliRunner().invoke(app, [
-        "train", "dpo", "--recipe", "smoke/dpo", "--data", str(data), "--model", str(tmp_path / "model"),
-        "--out", str(tmp_path / "dpo"), "--num-processes", "2", "--set", "training.max_steps=1"])
-    assert result.exit_code == 2, result.output
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "chat template" in result.stderr
+def test_a_failing_launched_process_is_one_error_line(tmp_path, monkeypatch):
+    """A child's `error: ...` line becomes the parent's one-line error; other failures name the exit code."""
+    import sys
+
+    import pytest
+
+    from cai.errors import CaiError
+    from cai.train import launch
+
+    child = "import sys; print('error: model m: the tokenizer has no chat template', file=sys.stderr); sys.exit(2)"
+    monkeypatch.setattr(launch, "launch_command", lambda *a, **k: [sys.executable, "-c", child])
+    with pytest.raises(CaiError, match=r"^model m: the tokenizer has no chat template$"):
+        launch.run_launched(tmp_path / "plan.json", num_processes=2, preset=None)
+    crash = "import sys; print('RuntimeError: gloo timed out', file=sys.stderr); sys.exit(1)"
+    monkeypatch.setattr(launch, "launch_command", lambda *a, **k: [sys.executable, "-c", crash])
+    with pytest.raises(CaiError, match=r"accelerate launch failed with exit code 1: RuntimeError: gloo timed out"):
+        launch.run_launched(tmp_path / "plan.json", num_processes=2, preset=None)

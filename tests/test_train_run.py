@@ -99,7 +99,7 @@ def test_dpo_adapter_prefers_chosen_and_merges(data, train_rows, tiny_model_dir,
     assert config["run"]["training"]["beta"] == 0.1 and config["run"]["training"]["use_cpu"] is True
     assert config["model"]["path"] == str(tiny_model_dir) and config["data"]["card_sha256"]
     tokenizer = AutoTokenizer.from_pretrained(str(out))
-    rows = train_rows[:3]
+    rows = train_rows[:2]
     base = _margin(_causal(tiny_model_dir), tokenizer, rows)
     tuned_model = _causal(tiny_model_dir, out)
     tuned = _margin(tuned_model, tokenizer, rows)
@@ -179,18 +179,20 @@ def test_pipeline_sft_then_dpo_from_the_merged_sft_and_rerun_skips(data, train_r
 
 
 def test_pipeline_killed_after_a_checkpoint_resumes_its_global_step(data, tiny_model_dir, tmp_path):
+    """kill -9 once a checkpoint is on disk; the rerun continues that stage's global step."""
+    pipeline = tmp_path / "pipe.yaml"
+    pipeline.write_text("kind: pipeline\nstages:\n  - {name: sft, recipe: smoke/sft}\n")
     out = tmp_path / "pipe"
     cai = str(Path(sys.executable).parent / "cai")
-    cmd = [cai, "train", "pipeline", "--recipe", "smoke/pipeline", "--data", str(data), "--model", str(tiny_model_dir),
+    cmd = [cai, "train", "pipeline", "--recipe", str(pipeline), "--data", str(data), "--model", str(tiny_model_dir),
            "--out", str(out), "--set", "data.eval_split=null", "--set", "training.save_steps=1",
-           "--set", "sft.training.max_steps=6", "--set", "dpo.training.max_steps=1",
-           "--set", "dpo.training.save_strategy=no", *FAST]
+           "--set", "training.max_steps=4", *FAST]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    state = out / "sft" / "checkpoint-2" / "trainer_state.json"
+    state = out / "sft" / "checkpoint-1" / "trainer_state.json"
     deadline = time.time() + 180
     while not state.is_file() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert state.is_file(), proc.stderr.read() if proc.poll() is not None else "no checkpoint in time"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -203,10 +205,9 @@ def test_pipeline_killed_after_a_checkpoint_resumes_its_global_step(data, tiny_m
     rows = [json.loads(line) for line in (out / "sft" / "metrics.jsonl").read_text().splitlines()]
     resume = next(i for i, row in enumerate(rows) if row.get("event") == "resume")
     resumed_at = rows[resume]["global_step"]
-    assert resumed_at >= 2
+    assert resumed_at >= 1
     begin = next(row for row in rows[resume:] if row.get("event") == "train_begin")
     steps_after = [row["step"] for row in rows[resume:] if "loss" in row]
     assert begin["global_step"] == resumed_at                 # the trainer restored its state
     assert steps_after and steps_after[0] == resumed_at + 1   # continued, not restarted at step 1
-    assert json.loads((out / "sft" / "summary.json").read_text())["global_step"] == 6
-    assert (out / "dpo" / ".cai-complete").is_file()
+    assert json.loads((out / "sft" / "summary.json").read_text())["global_step"] == 4

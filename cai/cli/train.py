@@ -19,7 +19,7 @@ def _console():
 
 
 def _note(console):
-    return lambda text: console.print(f"[yellow]note:[/] {text}", highlight=False)
+    return lambda text: console.print(f"[yellow]note:[/] {text}", highlight=False, soft_wrap=True)
 
 
 def _print_result(console, result) -> None:

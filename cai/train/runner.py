@@ -113,13 +113,16 @@ def resolve_training(recipe: Recipe, notes: list[str]) -> dict:
         if t.get("activation_checkpointing", "auto") == "auto":
             t["activation_checkpointing"] = True
     else:
-        for key in ("bf16", "fp16"):
-            if t.get(key) is True:
-                notes.append(f"{recipe.where('training.' + key)}: true ignored: no GPU visible, training in fp32 on the CPU")
+        asked = [key for key in ("bf16", "fp16") if t.get(key) is True]
+        for key in asked:
+            notes.append(f"{recipe.where('training.' + key)}: true ignored: no GPU visible, training in fp32 on the CPU")
         t["bf16"] = t["fp16"] = False
         t["use_cpu"] = True
         if t.get("activation_checkpointing", "auto") == "auto":
             t["activation_checkpointing"] = False
+        if not asked:
+            notes.append("no GPU visible: training on the CPU in fp32 (use_cpu), activation checkpointing "
+                         f"{'on' if t['activation_checkpointing'] else 'off'}")
         t.setdefault("dataloader_pin_memory", False)
     if recipe.lora.enabled:
         t.setdefault("ddp_find_unused_parameters", False)   # every adapter weight takes part in the forward
@@ -348,17 +351,17 @@ def train(kind: str, recipe, data, out=None, *, model: str | None = None, overri
 
     note = on_note or (lambda text: None)
     checked = check(kind, recipe, data, overrides=overrides, base=base)
-    for text in checked.notes:
-        note(text)
     preset = launch.check_preset(accelerate_config) if accelerate_config else None
     if num_processes < 1:
         raise CaiError(f"--num-processes: must be at least 1, got {num_processes}")
     out = Path(out).expanduser() if out is not None else default_out(kind, data)
+    if not dry_run and out.exists() and any(out.iterdir()) and not (out / CONFIG).is_file():
+        raise CaiError(f"{out}: exists and is not a cai training output (no {CONFIG}); choose another --out")
+    for text in checked.notes:                  # only once everything checkable is valid
+        note(text)
     if dry_run:
         return TrainResult(kind, out, dry_run=True, resolved=checked.recipe.to_dict() | {"training": checked.resolved},
                            notes=checked.notes)
-    if out.exists() and any(out.iterdir()) and not (out / CONFIG).is_file():
-        raise CaiError(f"{out}: exists and is not a cai training output (no {CONFIG}); choose another --out")
     ref = resolve_model(model if model is not None else checked.recipe.model)
     identity = run_identity(checked, ref.path)
     state, ckpt = out_state(out, identity, overwrite=overwrite)
@@ -405,10 +408,10 @@ def _read_json(path: Path) -> dict | None:
 def load_tokenizer(model_path: str, ref_name: str = ""):
     from transformers import AutoTokenizer
 
-    from cai.models import check_chat_template
-
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    check_chat_template(tokenizer, ref_name or model_path)
+    if not getattr(tokenizer, "chat_template", None):
+        raise CaiError(f"model {ref_name or model_path}: the tokenizer has no chat template, and cai's datasets are "
+                       "conversations; use an instruct model or put a chat_template.jinja in the model folder")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
