@@ -180,3 +180,20 @@ def test_an_export_with_every_pair_dropped_still_loads(tmp_path):
     dd = load_from_disk(str(tmp_path / "ds" / "hf"))
     assert {"prompt", "chosen", "rejected"} <= set(dd["train_prefs"].column_names)
     assert "messages" in dd["test_sft"].column_names
+
+
+def test_import_annotations_command_writes_a_trainable_dataset(tmp_path):
+    result = CliRunner().invoke(app, ["data", "import-annotations", "data/annotations_sample.jsonl",
+                                      "--out", str(tmp_path / "human")])
+    assert result.exit_code == 0, result.output
+    assert "Krippendorff" in result.output
+    count, problems = validate_preferences(tmp_path / "human")
+    assert problems == [] and count == 12
+    rows = [json.loads(l) for l in (tmp_path / "human" / "pairs.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and all(r["source"] == "human" for r in rows)
+    bad = tmp_path / "bad.jsonl"
+    scores = '{"helpfulness": 3, "harmlessness": 5, "honesty": 4, "clarity": 4}'
+    bad.write_text('{"prompt": "Hi", "responses": ["only one"], "preference": 0, "explanation": "x", '
+                   f'"criteria_scores": {scores}}}\n')
+    refused = CliRunner().invoke(app, ["data", "import-annotations", str(bad)])
+    assert refused.exit_code == 2 and f"{bad}: line 1: responses" in refused.output
