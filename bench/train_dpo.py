@@ -269,20 +269,35 @@ def main() -> None:
         result["memory"] = {"steps": args.memory_steps, "runs": memory, "ratios": ratios}
 
     (work / "result.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
-    if "step_time" in result:
-        p10 = result["step_time"]["summary"]["wall_p10_pooled"]
-        print(f"step time (lower decile of {p10['steps_per_tool']} steps each): cai {p10['cai']:.3f} vs TRL script "
-              f"{p10['trl']:.3f} s/step, ratio {p10['ratio']:.3f}; target <= 1.05")
-        for measure in ("wall", "cpu"):
-            s = result["step_time"]["summary"][measure]
-            print(f"step time ({measure}): cai {s['cai_median']:.3f} vs TRL script {s['trl_median']:.3f} s/step, "
-                  f"ratio {s['ratio_median']:.3f} (medians), {s['ratio_best']:.3f} (best runs); target <= 1.05")
-    for key, r in result.get("memory", {}).get("ratios", {}).items():
-        print(f"peak RSS, {key}: without/with a reference copy {r['raw']:.3f} raw, {r['above_pre_model_rss']:.3f} "
-              f"above the RSS before the model load; the copy costs {r['reference_copy_cost_mib']:.0f} MiB "
-              "(target <= 0.65)")
+    print(f"raw figures: {work / 'result.json'}")
+    print_tables(result)
 
+
+def print_tables(result: dict) -> None:
+    """Markdown tables on stdout: bench/run_all.py copies them into bench/RESULTS.md."""
+    if "step_time" in result:
+        st = result["step_time"]
+        s, p10 = st["summary"], st["summary"]["wall_p10_pooled"]
+        print(f"\nStep time, tiny-model LoRA DPO, {st['steps']} steps x {st['repeats']} alternating runs per tool "
+              f"(target cai / TRL <= 1.05):\n")
+        print("| measure | cai s/step | TRL script s/step | cai / TRL |")
+        print("| --- | --- | --- | --- |")
+        for label, a, b in (("median of run medians, wall", s["wall"]["cai_median"], s["wall"]["trl_median"]),
+                            ("median of run medians, CPU", s["cpu"]["cai_median"], s["cpu"]["trl_median"]),
+                            (f"lower decile of {p10['steps_per_tool']} steps, wall", p10["cai"], p10["trl"]),
+                            ("best run, wall", s["wall"]["cai_best"], s["wall"]["trl_best"])):
+            print(f"| {label} | {a:.3f} | {b:.3f} | {a / b:.3f} |")
+    if "memory" in result:
+        print(f"\nPeak RSS of LoRA DPO, {result['memory']['steps']} steps, median of alternating runs "
+              "(target: adapter-disabled reference / full reference copy <= 0.65):\n")
+        print("| model | activation checkpointing | adapter-disabled reference MiB | full reference copy MiB | "
+              "ratio | ratio above pre-model RSS | the copy costs MiB |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for key, r in result["memory"]["ratios"].items():
+            label, checkpointing = key.rsplit(", activation_checkpointing=", 1)
+            pair = result["memory"]["runs"][key]
+            print(f"| {label} | {checkpointing} | {pair['lora']['peak_rss_mib']:.0f} | {pair['copy']['peak_rss_mib']:.0f} | "
+                  f"{r['raw']:.3f} | {r['above_pre_model_rss']:.3f} | {r['reference_copy_cost_mib']:.0f} |")
 
 if __name__ == "__main__":
     main()
