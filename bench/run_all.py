@@ -11,7 +11,9 @@ benchmark (this file, `--internal eval`) times `cai eval` and `cai report`.
 The figures go into one section of bench/RESULTS.md between the markers
 `<!-- bench/run_all.py: begin -->` and `<!-- bench/run_all.py: end -->`:
 replaced on each run, appended at the end the first time. Nothing else in the
-file is touched. The raw results are also written to runs/bench/results.json.
+file is touched. The raw results (last run of each benchmark) are kept in
+runs/bench/results.json, saved after every benchmark: an interrupted run keeps
+what it measured, and `--only NAME` reruns one benchmark and keeps the others.
 """
 
 from __future__ import annotations
@@ -127,7 +129,8 @@ def run_bench(bench: Bench, quick: bool, timeout: int | None) -> dict:
         tables.append(table)
     status = "ok" if code == 0 else ("timeout" if code is None else f"exit {code}")
     print(f"[bench] {bench.name}: {status} in {seconds:.0f} s", file=sys.stderr, flush=True)
-    return {"name": bench.name, "what": bench.what, "command": shown, "status": status,
+    return {"name": bench.name, "what": bench.what, "command": shown, "status": status, "quick": quick,
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"), "load_avg_1m": round(os.getloadavg()[0], 1),
             "seconds": round(seconds, 1), "results": results, "tables": tables,
             "error": None if code == 0 else (err.strip().splitlines() or [""])[-1][:300]}
 
@@ -140,20 +143,25 @@ def _cell(value) -> str:
     return str(value).replace("|", "\\|")
 
 
-def section(runs: list[dict], info: dict, quick: bool) -> str:
+def section(runs: list[dict], info: dict) -> str:
     lines = [BEGIN, "", "## All benchmarks (`make bench`, bench/run_all.py)", "",
-             f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}" + (" (quick mode: smaller inputs)" if quick else ""),
+             "Each benchmark below was last run on the date shown with it; the 1-minute load average at its end "
+             "says how busy the machine was (other jobs share this 2-core machine, so wall times are noisy; "
+             "the ratio figures are measured with interleaved runs where the script supports it).", "",
              f"- machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB RAM, {info['os']}, "
              + ("a CUDA GPU" if _has_gpu() else "no GPU"),
              "- software: " + ", ".join(f"{k} {v}" for k, v in info.items() if k in ("python", "torch", "transformers",
                                                                                   "trl", "peft")),
              "- rerun: `make bench` (or `.venv/bin/python bench/run_all.py --only NAME`); raw output in "
              "`runs/bench/results.json`",
-             "", "| benchmark | command | status | wall s |", "| --- | --- | --- | --- |"]
+             "", "| benchmark | command | date | status | wall s | load avg |", "| --- | --- | --- | --- | --- | --- |"]
     for r in runs:
-        lines.append(f"| {r['name']} | `{r['command']}` | {r['status']} | {r['seconds']} |")
+        quick = " (quick)" if r.get("quick") else ""
+        lines.append(f"| {r['name']}{quick} | `{r['command']}` | {r.get('date', '?')} | {r['status']} | "
+                     f"{r['seconds']} | {r.get('load_avg_1m', '?')} |")
     for r in runs:
-        lines += ["", f"### {r['name']}", "", r["what"], "", f"`{r['command']}`: {r['status']}, {r['seconds']} s", ""]
+        lines += ["", f"### {r['name']}", "", r["what"], "",
+                  f"`{r['command']}` on {r.get('date', '?')}: {r['status']}, {r['seconds']} s", ""]
         if r["error"]:
             lines += [f"error: `{r['error']}`", ""]
         for table in r["tables"]:
@@ -283,19 +291,42 @@ def main() -> None:
             a = b.quick_args if args.quick and b.quick_args is not None else b.args
             print(" ".join(["python", f"bench/{b.script}", *a]))
         return
-    runs = [run_bench(b, args.quick, args.timeout) for b in benches]
     info = machine()
-    RAW.parent.mkdir(parents=True, exist_ok=True)
-    RAW.write_text(json.dumps({"machine": info, "quick": args.quick, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                               "runs": runs}, indent=1) + "\n")
-    text = section(runs, info, args.quick)
-    if args.no_write:
-        print(text)
-    else:
-        write_section(text)
+    stored = load_raw()
+    failed = False
+    for bench in benches:
+        run = run_bench(bench, args.quick, args.timeout)
+        failed |= run["status"] != "ok"
+        if args.no_write:
+            print(section([run], info))
+            continue
+        # saved after every benchmark, so an interrupted `make bench` keeps what it measured
+        stored[bench.name] = run
+        save_raw(stored, info)
+        order = [b.name for b in discover()]
+        write_section(section(sorted(stored.values(), key=lambda r: order.index(r["name"])
+                                     if r["name"] in order else len(order)), info))
+    if not args.no_write:
         print(f"wrote {RESULTS.relative_to(ROOT)} (section of bench/run_all.py) and {RAW.relative_to(ROOT)}")
-    if any(r["status"] != "ok" for r in runs):
+    if failed:
         raise SystemExit(1)
+
+
+def load_raw() -> dict:
+    """Last result per benchmark from earlier runs (a benchmark rerun with --only replaces only its own)."""
+    try:
+        data = json.loads(RAW.read_text())
+        runs = data.get("runs")
+        return dict(runs) if isinstance(runs, dict) else {}
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return {}
+
+
+def save_raw(runs: dict, info: dict) -> None:
+    RAW.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RAW.with_name(f".{RAW.name}.tmp")
+    tmp.write_text(json.dumps({"machine": info, "runs": runs}, indent=1) + "\n")
+    os.replace(tmp, RAW)
 
 
 if __name__ == "__main__":
