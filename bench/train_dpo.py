@@ -15,7 +15,7 @@
    (`--set dpo.ref_model=<the same model>`). Peak RSS of the training process: raw, and above its RSS
    just before the first model load (the CPU analogue of a GPU's allocated-memory peak), with activation
    checkpointing off (the recipe's `auto` on a CPU) and on (its `auto` on a GPU); the median of
-   --memory-repeats alternating runs, since peak RSS moves by up to ~20% from run to run here.
+   --memory-repeats alternating runs, since peak RSS moves by a few percent from run to run here.
    Target: without / with <= 0.65.
 
     .venv/bin/python bench/train_dpo.py [--repeats 5] [--steps 20] [--memory-steps 2] [--memory-repeats 3] [--work DIR] [--only step|memory] [--threads 1]
@@ -244,7 +244,7 @@ def main() -> None:
                 pair = {}
                 peaks: dict[str, list] = {"lora": [], "copy": []}
                 befores: dict[str, list] = {"lora": [], "copy": []}
-                for i in range(args.memory_repeats):          # alternate; peak RSS varies by ~±20% run to run
+                for i in range(args.memory_repeats):          # alternate; peak RSS varies by a few percent run to run
                     for ref, extra in (("lora", []), ("copy", [f"dpo.ref_model={model}"])):
                         out = work / f"mem-{model.name}-{ref}-{checkpointing}-{i}"
                         run_cai(cai_args(data, model, out, args.memory_steps,
