@@ -261,7 +261,7 @@ def load_recipe(spec: str | Path, kind: str | None = None, overrides: list[str] 
         kind = declared
     elif declared is not None and declared != kind:
         raise CaiError(f"{path}:{lines.get('kind', '?')}: kind: this is a {declared} recipe, "
-                       f"but the command is `cai train {kind}`; use recipes/{declared}.yaml's counterpart for {kind}")
+                       f"but the command is `cai train {kind}`; pass a {kind} recipe (e.g. recipes/{kind}.yaml)")
     cls = recipe_class(kind)
     recipe = cls(path=str(path), lines=lines, from_set=touched, overrides=list(overrides))
     _fill(recipe, doc)
