@@ -166,7 +166,9 @@ def section(runs: list[dict], info: dict) -> str:
             lines += [f"error: `{r['error']}`", ""]
         for table in r["tables"]:
             lines += table + [""]
-        for row in r["results"]:
+        # a script's own markdown tables are its summary; otherwise show its JSON result lines
+        # (lines with an "event" key are progress logs of the commands it ran, not results)
+        for row in ([] if r["tables"] else [x for x in r["results"] if "event" not in x]):
             keys = list(row)
             lines += ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys),
                       "| " + " | ".join(_cell(row[k]) for k in keys) + " |", ""]
@@ -271,6 +273,8 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="list the commands, run nothing")
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing RESULTS.md")
     parser.add_argument("--timeout", type=int, default=None, help="seconds per benchmark (default: its own)")
+    parser.add_argument("--render", action="store_true", help="rewrite the RESULTS.md section from the stored "
+                                                              "results (runs/bench/results.json), run nothing")
     parser.add_argument("--internal", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.internal == "eval":
@@ -293,6 +297,10 @@ def main() -> None:
         return
     info = machine()
     stored = load_raw()
+    if args.render:
+        write_section(section(_ordered(stored), info))
+        print(f"wrote {RESULTS.relative_to(ROOT)} from {RAW.relative_to(ROOT)}")
+        return
     failed = False
     for bench in benches:
         run = run_bench(bench, args.quick, args.timeout)
@@ -303,13 +311,16 @@ def main() -> None:
         # saved after every benchmark, so an interrupted `make bench` keeps what it measured
         stored[bench.name] = run
         save_raw(stored, info)
-        order = [b.name for b in discover()]
-        write_section(section(sorted(stored.values(), key=lambda r: order.index(r["name"])
-                                     if r["name"] in order else len(order)), info))
+        write_section(section(_ordered(stored), info))
     if not args.no_write:
         print(f"wrote {RESULTS.relative_to(ROOT)} (section of bench/run_all.py) and {RAW.relative_to(ROOT)}")
     if failed:
         raise SystemExit(1)
+
+
+def _ordered(stored: dict) -> list[dict]:
+    order = [b.name for b in discover()]
+    return sorted(stored.values(), key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
 
 
 def load_raw() -> dict:
