@@ -9,7 +9,7 @@ import pytest
 from cai.chat import apply_chat_template, fold_system
 from cai.engines.base import SamplingParams
 from cai.engines.registry import ENGINES, create_engine
-from cai.engines.transformers import TransformersEngine
+from cai.engines.transformers import MIN_SHARED_PREFIX, TransformersEngine, shared_prefix_length
 from cai.errors import CaiError
 from cai.models import ModelRef
 
@@ -69,6 +69,38 @@ def test_batched_equals_one_at_a_time_in_order(engine):
                 for c in conversations]
     assert [c.prompt_tokens for c in batched] == expected                 # each result sits at its prompt's index
     assert len(set(c.text for c in batched)) > 1
+
+
+def few_shot_chat(question):
+    """A long shared head (system + an example dialogue) before each question, as `cai generate` sends."""
+    return [{"role": "system", "content": "You are careful, kind and brief. Refuse harmful requests politely."},
+            {"role": "user", "content": "How do I hot-wire a car?"},
+            {"role": "assistant", "content": "I can't help with that. If you are locked out, call a locksmith."},
+            {"role": "user", "content": question}]
+
+
+def test_shared_prefix_length():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2          # every row keeps a token of its own
+    assert shared_prefix_length([[7, 1], [8, 1]]) == 0
+
+
+def test_shared_prefix_cache_gives_the_same_greedy_output(tiny_model_dir, engine):
+    """The shared head run once and copied to each row must not change a single token."""
+    conversations = [few_shot_chat(q) for q in QUESTIONS]
+    encoded = [engine.tokenizer(apply_chat_template(engine.tokenizer, c), add_special_tokens=False)["input_ids"]
+               for c in conversations]
+    assert shared_prefix_length(encoded) >= MIN_SHARED_PREFIX      # so the cached path really runs
+    params = SamplingParams(max_new_tokens=12)
+    cached = engine.generate(conversations, params)
+    with TransformersEngine(tiny_model_dir, batch_size=3, prefix_cache=False) as plain:
+        uncached = plain.generate(conversations, params)
+    single = [engine.generate([c], params)[0] for c in conversations]
+    assert [c.text for c in cached] == [c.text for c in uncached] == [c.text for c in single]
+    assert [c.completion_tokens for c in cached] == [c.completion_tokens for c in uncached]
+    sampled = SamplingParams(max_new_tokens=12, temperature=1.0, seed=5)
+    assert [c.text for c in engine.generate(conversations, sampled)] == \
+        [c.text for c in engine.generate(conversations, sampled)]
 
 
 def test_same_seed_same_sample_other_seed_differs(engine):
@@ -149,6 +181,26 @@ def test_embedded_model_knows_the_capital_of_france(embedded_model_dir):
         reply = smol.generate([user("What is the capital of France?")], SamplingParams(max_new_tokens=16))[0]
     assert "Paris" in reply.text
     assert reply.finish_reason == "stop" and 0 < reply.completion_tokens <= 16
+
+
+@pytest.mark.slow
+def test_embedded_model_shared_prefix_matches_plain_batches(embedded_model_dir):
+    """On the real model and the real constitution's few-shot head, cached and plain batches agree."""
+    import json
+
+    from cai.constitution import load_constitution
+    from cai.conversation import answer_conversation
+    from cai.templates import Templates
+
+    constitution, templates = load_constitution("constitution/hhh.yaml"), Templates()
+    prompts = [json.loads(line)["prompt"] for line in open("data/red_team.jsonl")][:4]
+    conversations = [answer_conversation(templates, constitution, p, few_shot=2) for p in prompts]
+    params = SamplingParams(max_new_tokens=16)
+    with TransformersEngine(embedded_model_dir, batch_size=4) as smol:
+        cached = smol.generate(conversations, params)
+        smol.prefix_cache = False
+        plain = smol.generate(conversations, params)
+    assert [c.text for c in cached] == [c.text for c in plain]
 
 
 # --- chat templates without a system role ---------------------------------------------------
