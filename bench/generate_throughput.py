@@ -1,12 +1,13 @@
 """Generation throughput: cai batched vs one prompt at a time vs the raw engine calls.
 
-    python bench/generate_throughput.py [--prompts 32] [--rounds 2] [--max-new-tokens 32] [--few-shot 1]
+    python bench/generate_throughput.py [--prompts 32] [--rounds 2] [--max-new-tokens 32] [--few-shot K]
                                         [--engines transformers,vllm] [--skip-single]
 
 (a) `cai generate` with all prompts in one batch, (b) the same run one prompt at
 a time through the same engine, (c) the engine calls of (a) replayed alone with
-the same inputs. Engine start is timed separately and excluded from (a)-(c).
-Prints one JSON line per engine and a markdown table for bench/RESULTS.md.
+the same inputs. One (a) run warms up first and is not counted. Engine start is timed separately and excluded from (a)-(c).
+Few-shot dialogues as `cai generate` uses them (all of hhh.yaml's) unless
+`--few-shot K`. Prints one JSON line per engine and a markdown table for bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -79,12 +80,14 @@ def bench_engine(name: str, args) -> dict:
             tokens += sum(c.completion_tokens for c in engine.generate(conversations, params))
         return time.perf_counter() - start, tokens
 
-    # (a) and (c) alternate twice so neither gains from running second on a warm machine.
+    # A first (a) run, not counted, records the calls and warms the allocator (the first large batches
+    # page-fault their memory in); then (c) and (a) alternate twice so neither gains from going second.
     batched = Recording(engine)
-    a1, a_sum = cai_run(batched, sel, os.path.join(tmp, "a1"), batch_size=args.prompts, **common)
+    _, a_sum = cai_run(batched, sel, os.path.join(tmp, "a0"), batch_size=args.prompts, **common)
     c1, raw_tokens = raw(batched.calls)
-    a2, _ = cai_run(Recording(engine), sel, os.path.join(tmp, "a2"), batch_size=args.prompts, **common)
+    a1, _ = cai_run(Recording(engine), sel, os.path.join(tmp, "a1"), batch_size=args.prompts, **common)
     c2, _ = raw(batched.calls)
+    a2, _ = cai_run(Recording(engine), sel, os.path.join(tmp, "a2"), batch_size=args.prompts, **common)
     a_s, c_s = (a1 + a2) / 2, (c1 + c2) / 2
     result = {"engine": name, "prompts": args.prompts, "rounds": args.rounds, "max_new_tokens": args.max_new_tokens,
               "few_shot": args.few_shot,
@@ -106,7 +109,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--few-shot", type=int, default=1, help="few-shot dialogues leading each chat")
+    parser.add_argument("--few-shot", type=int, default=None,
+                        help="few-shot dialogues leading each chat (default: all, as `cai generate`)")
     parser.add_argument("--engines", default="transformers")
     parser.add_argument("--skip-single", action="store_true", help="skip (b), the slow one-at-a-time run")
     args = parser.parse_args()
@@ -114,11 +118,12 @@ def main() -> None:
     for r in results:
         print(json.dumps(r))
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}")
-    print("| engine | start s | (a) cai batched s | (b) one at a time s | (c) raw engine s | a/b speedup | "
+    print("| engine | few-shot | start s | (a) cai batched s | (b) one at a time s | (c) raw engine s | a/b speedup | "
           "overhead a vs c | tokens/s (a) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
-        print(f"| {r['engine']} | {r['engine_start_s']} | {r['a_cai_batched_s']} | {r.get('b_one_at_a_time_s', '-')} | "
+        shots = "all" if r["few_shot"] is None else r["few_shot"]
+        print(f"| {r['engine']} | {shots} | {r['engine_start_s']} | {r['a_cai_batched_s']} | {r.get('b_one_at_a_time_s', '-')} | "
               f"{r['c_raw_engine_s']} | {r.get('speedup_a_over_b', '-')}x | {r['overhead_a_vs_c']:+.1%} | "
               f"{r['a_tokens_per_s']} |")
     if len(results) == 2:

@@ -10,15 +10,17 @@
    the lower decile of all steady steps pooled (the cost of an undisturbed step). One compute thread
    per run (--threads) so a busy neighbour does not make OpenMP barriers spin. Target: cai / trl <= 1.05.
 2. Peak memory. LoRA DPO on SmolLM2-135M-Instruct (the embedded model, saved here in bf16 as models
-   ship on the hub, trained in fp32), and on a random model of SmolLM2-360M's shape, through `cai train dpo`: the default reference (the base with the
+   ship on the hub, trained in fp32), and on random models of SmolLM2-360M's and TinyLlama-1.1B's
+   shapes, through `cai train dpo`: the default reference (the base with the
    adapter disabled, no second copy) against the same run with a full reference copy
    (`--set dpo.ref_model=<the same model>`). Peak RSS of the training process: raw, and above its RSS
    just before the first model load (the CPU analogue of a GPU's allocated-memory peak), with activation
-   checkpointing off (the recipe's `auto` on a CPU) and on (its `auto` on a GPU); the median of
+   checkpointing off (the recipe's `auto` on a CPU) and on (its `auto` on a GPU; the 1.1B shape runs
+   only this way); the median of
    --memory-repeats alternating runs, since peak RSS moves by a few percent from run to run here.
    Target: without / with <= 0.65.
 
-    .venv/bin/python bench/train_dpo.py [--repeats 5] [--steps 20] [--memory-steps 2] [--memory-repeats 3] [--work DIR] [--only step|memory] [--threads 1]
+    .venv/bin/python bench/train_dpo.py [--repeats 5] [--steps 20] [--memory-steps 2] [--memory-repeats 3] [--memory-models 135m,360m,1b] [--work DIR] [--only step|memory] [--threads 1]
 """
 
 from __future__ import annotations
@@ -44,8 +46,22 @@ SETTINGS = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, 
 
 # --- inputs --------------------------------------------------------------------------------
 
-def build_inputs(work: Path) -> tuple[Path, Path, Path, Path]:
-    """(dataset dir, tiny model dir, bf16 SmolLM2-135M dir, bf16 random SmolLM2-360M-shaped dir)."""
+# Random models of real models' shapes: memory does not depend on the weights' values, and the real
+# checkpoints are not on this machine. name -> (label, LlamaConfig shape).
+SHAPES = {
+    "360m": ("SmolLM2-360M shape, random weights",
+             {"hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32, "num_attention_heads": 15,
+              "num_key_value_heads": 5}),
+    "1b": ("TinyLlama-1.1B shape, random weights",
+           {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
+            "num_key_value_heads": 4}),
+}
+# Which activation-checkpointing settings each memory model runs with (the 1B one only as on a GPU: on).
+CHECKPOINTING = {"135m": ("false", "true"), "360m": ("false", "true"), "1b": ("true",)}
+
+
+def build_inputs(work: Path, shapes: list[str]) -> tuple[Path, Path, dict[str, tuple[str, Path]]]:
+    """(dataset dir, tiny model dir, {name: (label, bf16 model dir)} for the memory half)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -81,22 +97,25 @@ def build_inputs(work: Path) -> tuple[Path, Path, Path, Path]:
                                                    pad_token_id=tokenizer.pad_token_id)
         model.save_pretrained(tiny)
         tokenizer.save_pretrained(tiny)
+    models = {}
     bf16 = work / "smollm2-135m-bf16"
-    if not (bf16 / "config.json").exists():
-        AutoModelForCausalLM.from_pretrained(embedded, dtype=torch.bfloat16).save_pretrained(bf16)
-        tokenizer.save_pretrained(bf16)
-    big = work / "smollm2-360m-shape-random-bf16"
-    if not (big / "config.json").exists():
-        # SmolLM2-360M's shape (hidden 960, 32 layers, 15 heads, 5 KV heads, 2560 MLP) with random weights:
-        # memory does not depend on the values, and the real checkpoint is not on this machine.
-        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=960, intermediate_size=2560, num_hidden_layers=32,
-                             num_attention_heads=15, num_key_value_heads=5, max_position_embeddings=2048,
-                             tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        torch.manual_seed(0)
-        LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(big)
-        tokenizer.save_pretrained(big)
-    return data, tiny, bf16, big
+    if "135m" in shapes:
+        if not (bf16 / "config.json").exists():
+            AutoModelForCausalLM.from_pretrained(embedded, dtype=torch.bfloat16).save_pretrained(bf16)
+            tokenizer.save_pretrained(bf16)
+        models["135m"] = ("SmolLM2-135M-Instruct", bf16)
+    for name in (n for n in shapes if n in SHAPES):
+        label, shape = SHAPES[name]
+        path = work / f"{name}-shape-random-bf16"
+        if not (path / "config.json").exists():
+            config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=2048, tie_word_embeddings=True,
+                                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                 pad_token_id=tokenizer.pad_token_id, **shape)
+            torch.manual_seed(0)
+            LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(path)
+            tokenizer.save_pretrained(path)
+        models[name] = (label, path)
+    return data, tiny, models
 
 
 def cai_args(data: Path, model: Path, out: Path, steps: int, extra: list[str] = ()) -> list[str]:
@@ -197,6 +216,8 @@ def main() -> None:
     parser.add_argument("--memory-steps", type=int, default=2)
     parser.add_argument("--memory-repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--memory-models", default="135m,360m,1b",
+                        help="Models of the memory half: 135m (the embedded one), 360m and 1b (random, real shapes).")
     parser.add_argument("--only", choices=("step", "memory"), default=None, help="Run one half of the bench.")
     parser.add_argument("--threads", type=int, default=1, help="Compute threads per step-time run (OMP_NUM_THREADS).")
     args = parser.parse_args()
@@ -207,7 +228,11 @@ def main() -> None:
     # One compute thread per run for the step-time half: with two threads on a shared 2-core machine a busy
     # neighbour makes every OpenMP barrier spin and step times jump 3x; one thread keeps both tools comparable.
     step_env = dict(env, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    data, tiny, bf16, big = build_inputs(work)
+    shapes = [] if args.only == "step" else args.memory_models.split(",")
+    unknown = sorted(set(shapes) - set(CHECKPOINTING))
+    if unknown:
+        parser.error(f"unknown --memory-models {unknown[0]!r}; choose from {', '.join(CHECKPOINTING)}")
+    data, tiny, models = build_inputs(work, shapes)
     result: dict = {"date": time.strftime("%Y-%m-%d %H:%M %Z"),
                     "machine": f"{os.cpu_count()} cores, {platform.machine()}, CPU only",
                     "command": " ".join([sys.executable, *sys.argv])}
@@ -239,8 +264,8 @@ def main() -> None:
 
     if args.only != "step":
         memory, ratios = {}, {}
-        for label, model in (("SmolLM2-135M-Instruct", bf16), ("SmolLM2-360M shape, random weights", big)):
-            for checkpointing in ("false", "true"):
+        for name, (label, model) in models.items():
+            for checkpointing in CHECKPOINTING[name]:
                 pair = {}
                 peaks: dict[str, list] = {"lora": [], "copy": []}
                 befores: dict[str, list] = {"lora": [], "copy": []}

@@ -87,19 +87,9 @@ def load_gate(path: str | Path | None) -> GateConfig:
     """The gate from a YAML file, or the guide's defaults for None; errors name the file and key."""
     if path is None:
         return DEFAULT_GATE
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+    from cai.yaml_files import load_mapping
 
-    try:
-        data = YAML(typ="safe").load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CaiError(f"{path}: gate file not found") from None
-    except IsADirectoryError:
-        raise CaiError(f"{path}: is a directory, not a gate YAML file") from None
-    except (YAMLError, UnicodeDecodeError) as err:
-        raise CaiError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise CaiError(f"{path}: top level must be a mapping with `checks:` (and optionally `compare:`)")
+    data = load_mapping(path, "gate file", "a mapping with `checks:` (and optionally `compare:`)")
     try:
         return GateConfig(**data)
     except ValidationError as err:

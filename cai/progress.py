@@ -10,13 +10,29 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 
-class Reporter:
+class Bars:
+    """Rich bars on stderr, shown while used as a context manager; `_progress` stays None when quiet."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.console = Console(stderr=True)
+        self._progress: Progress | None = None
+
+    def __enter__(self):
+        if self._progress:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._progress:
+            self._progress.stop()
+
+
+class Reporter(Bars):
     """One bar per stage, advanced by the prompts each batch pushes through it."""
 
     def __init__(self, stages: list[str], total: int, *, quiet: bool = False):
-        self.quiet = quiet
-        self.console = Console(stderr=True)
-        self._progress = None
+        super().__init__(quiet)
         self._tasks: dict[str, int] = {}
         self._tokens: dict[str, int] = {s: 0 for s in stages}
         self._seconds: dict[str, float] = {s: 0.0 for s in stages}
@@ -28,15 +44,6 @@ class Reporter:
             )
             for s in stages:
                 self._tasks[s] = self._progress.add_task(s, total=total, tps=0.0)
-
-    def __enter__(self):
-        if self._progress:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self._progress:
-            self._progress.stop()
 
     def stage_done(self, stats) -> None:
         """Called by the loop after each batched engine call."""

@@ -4,8 +4,8 @@ Prompts are sorted by length before batching so each micro-batch pads little;
 padding is on the left so every row's new tokens start at the same column.
 
 The rows of a micro-batch usually share a long head (system turn and few-shot
-dialogues). Its key/value cache is computed once and copied to every row, and
-only the rest of each prompt is run: on a CPU, where prefill dominates, this
+dialogues). Its key/value cache is computed once and copied to every row of a
+preallocated cache, and only the rest of each prompt is run: on a CPU, where prefill dominates, this
 is most of the speed of batching. Padding then sits between the shared head
 and each row's tail, masked out, and position ids follow the attention mask,
 so the greedy output is the same as without the shared head.
@@ -96,7 +96,7 @@ class TransformersEngine(Engine):
         tok = self.tokenizer
         shared = shared_prefix_length(batch) if self._prefix_cache_on() and len(batch) > 1 else 0
         if shared >= MIN_SHARED_PREFIX:
-            padded = self._prefill_shared(batch, shared)
+            padded = self._prefill_shared(batch, shared, params.max_new_tokens)
         else:
             padded = tok.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
         eos_ids = self._eos_ids()
@@ -116,21 +116,28 @@ class TransformersEngine(Engine):
     def _prefix_cache_on(self) -> bool:
         return self.prefix_cache and self.model.config.model_type in _PREFIX_CACHE_MODELS
 
-    def _prefill_shared(self, batch: list[list[int]], shared: int) -> dict:
-        """Run the shared head once; return generate() inputs whose cache holds it for every row."""
+    def _prefill_shared(self, batch: list[list[int]], shared: int, max_new_tokens: int) -> dict:
+        """Run the shared head once; return generate() inputs whose cache holds it for every row.
+
+        The cache is preallocated (a StaticCache) for the head, the longest tail and the new tokens: a
+        growing cache would copy every row's whole head at each decoding step.
+        """
         import inspect
 
         import torch
-        from transformers import DynamicCache
+        from transformers import DynamicCache, StaticCache
 
-        cache = DynamicCache(config=self.model.config)
         # transformers >= 5.24 calls the argument `cache`; older releases `past_key_values`.
         key = "cache" if "cache" in inspect.signature(type(self.model).forward).parameters else "past_key_values"
         head = batch[0][:shared]
-        self.model(input_ids=torch.tensor([head], device=self.device), **{key: cache}, use_cache=True)
-        cache.batch_repeat_interleave(len(batch))
+        head_cache = DynamicCache(config=self.model.config)
+        self.model(input_ids=torch.tensor([head], device=self.device), **{key: head_cache}, use_cache=True)
         tails = [row[shared:] for row in batch]
         width = max(len(t) for t in tails)
+        cache = StaticCache(config=self.model.config, max_cache_len=shared + width + max_new_tokens)
+        rows = len(batch)
+        for layer, computed in zip(cache.layers, head_cache.layers):
+            layer.update(computed.keys.expand(rows, -1, -1, -1), computed.values.expand(rows, -1, -1, -1))
         pad = self.tokenizer.pad_token_id
         ids = [head + [pad] * (width - len(t)) + t for t in tails]
         mask = [[1] * shared + [0] * (width - len(t)) + [1] * len(t) for t in tails]

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from cai.errors import CaiError
 from cai.evaluation.metrics import METRICS
+from cai.progress import Bars
 
 SETS = ("red_team", "helpful")
 
@@ -65,28 +66,16 @@ class EvalConfig:
     n_resamples: int = 2000
 
 
-class _Progress:
-    """Rich progress bars on stderr (plain lines when not a terminal); no-ops when quiet."""
+class _Progress(Bars):
+    """A bar per eval step (generation, each scorer, the judge); no-ops when quiet."""
 
     def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self._progress = None
+        super().__init__(quiet)
         if not quiet:
-            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.console = Console(stderr=True)
             self._progress = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
                                       TimeElapsedColumn(), console=self.console)
-
-    def __enter__(self):
-        if self._progress:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self._progress:
-            self._progress.stop()
 
     def task(self, description: str, total: int):
         if not self._progress:

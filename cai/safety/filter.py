@@ -34,17 +34,9 @@ def load_rules(path: str | Path | None, **overrides) -> SafetyRules:
     """Rules from a YAML file (optional) with CLI flags on top; errors name the file and key."""
     data: dict = {}
     if path:
-        from ruamel.yaml import YAML
-        from ruamel.yaml.error import YAMLError
+        from cai.yaml_files import load_mapping
 
-        try:
-            data = YAML(typ="safe").load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise CaiError(f"{path}: file not found") from None
-        except (YAMLError, UnicodeDecodeError) as err:
-            raise CaiError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise CaiError(f"{path}: top level must be a mapping of rule names to values")
+        data = load_mapping(path, "filter rules file", "a mapping of rule names to values")
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return SafetyRules(**data)

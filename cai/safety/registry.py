@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 
 from cai.errors import CaiError
+from cai.plugins import load_class
 from cai.safety.base import Scorer
 
 # name -> "module:Class". The AI-feedback `judge` scorer registers here too.
@@ -22,17 +22,7 @@ DEFAULT_SCORER = "toxic-bilstm"
 
 def scorer_class(name: str) -> type[Scorer]:
     """The class registered as `name`, imported on demand."""
-    target = SCORERS.get(name)
-    if target is None:
-        raise CaiError(f"unknown scorer {name!r}; choose one of: {', '.join(SCORERS)}")
-    module_name, class_name = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            raise CaiError(f"scorer {name} is not available in this version of cai") from exc
-        raise CaiError(f"scorer {name} needs the {exc.name} package: pip install {exc.name}") from exc
-    return getattr(module, class_name)
+    return load_class("scorer", name, SCORERS)
 
 
 def create_scorer(name: str, **options) -> Scorer:
