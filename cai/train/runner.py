@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import CaiError
-from cai.train.recipe import Recipe, load_recipe
+from cai.train.recipe import Recipe, checkpointing_key, load_recipe
 
 COMPLETE = ".cai-complete"
 CONFIG = "config.yaml"
@@ -96,7 +96,8 @@ def _cuda() -> bool:
 def resolve_training(recipe: Recipe, notes: list[str]) -> dict:
     """Fill `auto` switches from the hardware; on a CPU force fp32 and use_cpu (with a note)."""
     t = dict(recipe.training)
-    if "gradient_checkpointing" in t:
+    ckpt = checkpointing_key(recipe.config_class())
+    if ckpt == "activation_checkpointing" and "gradient_checkpointing" in t:
         if "activation_checkpointing" not in t:
             t["activation_checkpointing"] = t["gradient_checkpointing"]
         notes.append(f"{recipe.where('training.gradient_checkpointing')}: deprecated alias in transformers 5; "
@@ -110,19 +111,19 @@ def resolve_training(recipe: Recipe, notes: list[str]) -> dict:
             t["bf16"] = bf16_ok and t.get("fp16") is not True
         if t.get("fp16", "auto") == "auto":
             t["fp16"] = not t["bf16"]
-        if t.get("activation_checkpointing", "auto") == "auto":
-            t["activation_checkpointing"] = True
+        if t.get(ckpt, "auto") == "auto":
+            t[ckpt] = True
     else:
         asked = [key for key in ("bf16", "fp16") if t.get(key) is True]
         for key in asked:
             notes.append(f"{recipe.where('training.' + key)}: true ignored: no GPU visible, training in fp32 on the CPU")
         t["bf16"] = t["fp16"] = False
         t["use_cpu"] = True
-        if t.get("activation_checkpointing", "auto") == "auto":
-            t["activation_checkpointing"] = False
+        if t.get(ckpt, "auto") == "auto":
+            t[ckpt] = False
         if not asked:
             notes.append("no GPU visible: training on the CPU in fp32 (use_cpu), activation checkpointing "
-                         f"{'on' if t['activation_checkpointing'] else 'off'}")
+                         f"{'on' if t[ckpt] else 'off'}")
         t.setdefault("dataloader_pin_memory", False)
     if recipe.lora.enabled:
         t.setdefault("ddp_find_unused_parameters", False)   # every adapter weight takes part in the forward
