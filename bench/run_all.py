@@ -19,6 +19,7 @@ what it measured, and `--only NAME` reruns one benchmark and keeps the others.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -47,15 +48,19 @@ class Bench:
     timeout: int = 3600
 
 
+# vLLM is measured when it is installed here or in .venv-vllm (`make install-vllm`).
+_HAS_VLLM = (ROOT / ".venv-vllm" / "bin" / "python").exists() or importlib.util.find_spec("vllm") is not None
+_ENGINES = ["--engines", "transformers,vllm" if _HAS_VLLM else "transformers"]
+
 BENCHES = [
-    Bench("generate", "generate_throughput.py", [], ["--prompts", "8", "--rounds", "1", "--max-new-tokens", "16",
-                                                     "--skip-single"],
+    Bench("generate", "generate_throughput.py", _ENGINES, ["--prompts", "8", "--rounds", "1", "--max-new-tokens", "16",
+                                                           "--skip-single", *_ENGINES],
           "cai generate: batched vs one prompt at a time vs the raw engine calls (embedded SmolLM2)"),
     Bench("generate-memory", "generate_memory.py", [], ["--small", "50", "--large", "200"],
           "cai generate: peak RSS for a small vs a large prompt file (records stream to disk)"),
     Bench("score", "score_throughput.py", [], ["--n", "200"], "toxicity scorer throughput (toxic-bilstm)"),
     Bench("train-dpo", "train_dpo.py", [], ["--repeats", "1", "--steps", "4", "--memory-steps", "1",
-                                               "--memory-repeats", "1"],
+                                               "--memory-repeats", "1", "--memory-models", "135m"],
           "cai train dpo vs TRL's DPO script; LoRA DPO memory with vs without a reference copy", timeout=7200),
     Bench("eval", "run_all.py", ["--internal", "eval"], ["--internal", "eval", "--quick"],
           "cai eval (adapter-free model vs baseline, judge on) and cai report on the embedded SmolLM2"),
@@ -159,7 +164,7 @@ def section(runs: list[dict], info: dict) -> str:
     for r in runs:
         quick = " (quick)" if r.get("quick") else ""
         lines.append(f"| {r['name']}{quick} | `{r['command']}` | {r.get('date', '?')} | {r['status']} | "
-                     f"{r['seconds']} | {r.get('load_avg_1m', '?')} |")
+                     f"{r['seconds']} | {'-' if r.get('load_avg_1m') is None else r['load_avg_1m']} |")
     for r in runs:
         lines += ["", f"### {r['name']}", "", r["what"], "",
                   f"`{r['command']}` on {r.get('date', '?')}: {r['status']}, {r['seconds']} s", ""]
