@@ -5,10 +5,11 @@ padding is on the left so every row's new tokens start at the same column.
 
 The rows of a micro-batch usually share a long head (system turn and few-shot
 dialogues). Its key/value cache is computed once and copied to every row of a
-preallocated cache, and only the rest of each prompt is run: on a CPU, where prefill dominates, this
-is most of the speed of batching. Padding then sits between the shared head
-and each row's tail, masked out, and position ids follow the attention mask,
-so the greedy output is the same as without the shared head.
+preallocated cache, and only the rest of each prompt is run: on a CPU, where
+prefill dominates, this is most of the speed of batching. Padding then sits
+between the shared head and each row's tail, masked out, and position ids
+follow the attention mask, so the greedy output is the same as without the
+shared head.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from cai.errors import CaiError
 
 _DTYPES = ("float32", "bfloat16", "float16")
 
-# Model families whose cache is a plain DynamicCache and whose positions follow the attention mask;
-# others run without the shared-prefix cache.
+# Model families whose position ids follow the attention mask (so padding may sit between the shared
+# head and a row's tail); others, and models with sliding-window layers, run without the shared head.
 _PREFIX_CACHE_MODELS = {"llama", "mistral", "qwen2", "qwen3", "phi3", "olmo2", "granite"}
 MIN_SHARED_PREFIX = 16      # tokens; below this a separate prefix pass is not worth it
 
@@ -114,7 +115,11 @@ class TransformersEngine(Engine):
         return [self._completion(ids, len(prompt), eos_ids, params) for ids, prompt in zip(new_tokens, batch)]
 
     def _prefix_cache_on(self) -> bool:
-        return self.prefix_cache and self.model.config.model_type in _PREFIX_CACHE_MODELS
+        if not self.prefix_cache or self.model.config.model_type not in _PREFIX_CACHE_MODELS:
+            return False
+        from transformers import StaticCache
+
+        return not any(layer.is_sliding for layer in StaticCache(config=self.model.config, max_cache_len=8).layers)
 
     def _prefill_shared(self, batch: list[list[int]], shared: int, max_new_tokens: int) -> dict:
         """Run the shared head once; return generate() inputs whose cache holds it for every row.
