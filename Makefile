@@ -44,7 +44,7 @@ browser:
 demo: install
 	$(BIN)/cai constitution validate constitution/hhh.yaml
 	$(BIN)/cai generate --constitution constitution/hhh.yaml --prompts data/red_team.jsonl \
-		--limit 6 --rounds 1 --few-shot 1 --max-new-tokens 64 --out runs/demo
+		--limit 8 --rounds 1 --few-shot 1 --max-new-tokens 192 --out runs/demo
 	$(BIN)/cai data stats runs/demo/dataset
 
 test: test-main test-vllm
