@@ -38,6 +38,22 @@ def shared_prefix_length(rows: list[list[int]]) -> int:
     return n
 
 
+def _shared_head_support(model) -> tuple[bool, str]:
+    """(whether the shared-head cache applies to `model`, the name of its cache argument).
+
+    transformers >= 5.24 calls the argument `cache`, older releases `past_key_values`.
+    """
+    import inspect
+
+    from transformers import StaticCache
+
+    arg = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+    if model.config.model_type not in _PREFIX_CACHE_MODELS:
+        return False, arg
+    sliding = any(layer.is_sliding for layer in StaticCache(config=model.config, max_cache_len=8).layers)
+    return not sliding, arg
+
+
 class TransformersEngine(Engine):
     """`chat_template` (Jinja text) replaces the model's own, e.g. for base models that have none."""
 
@@ -55,6 +71,8 @@ class TransformersEngine(Engine):
         self.device = device
         self.chat_template = chat_template
         self.prefix_cache = prefix_cache
+        self._head_sharable = False         # set by load(): may this model reuse a shared head's cache?
+        self._cache_arg = "past_key_values"
         self.model = None
         self.tokenizer = None
 
@@ -73,6 +91,7 @@ class TransformersEngine(Engine):
         model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, self.dtype))
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
+        self._head_sharable, self._cache_arg = _shared_head_support(self.model)
 
     def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[Completion]:
         import torch
@@ -115,11 +134,7 @@ class TransformersEngine(Engine):
         return [self._completion(ids, len(prompt), eos_ids, params) for ids, prompt in zip(new_tokens, batch)]
 
     def _prefix_cache_on(self) -> bool:
-        if not self.prefix_cache or self.model.config.model_type not in _PREFIX_CACHE_MODELS:
-            return False
-        from transformers import StaticCache
-
-        return not any(layer.is_sliding for layer in StaticCache(config=self.model.config, max_cache_len=8).layers)
+        return self.prefix_cache and self._head_sharable
 
     def _prefill_shared(self, batch: list[list[int]], shared: int, max_new_tokens: int) -> dict:
         """Run the shared head once; return generate() inputs whose cache holds it for every row.
@@ -127,13 +142,10 @@ class TransformersEngine(Engine):
         The cache is preallocated (a StaticCache) for the head, the longest tail and the new tokens: a
         growing cache would copy every row's whole head at each decoding step.
         """
-        import inspect
-
         import torch
         from transformers import DynamicCache, StaticCache
 
-        # transformers >= 5.24 calls the argument `cache`; older releases `past_key_values`.
-        key = "cache" if "cache" in inspect.signature(type(self.model).forward).parameters else "past_key_values"
+        key = self._cache_arg
         head = batch[0][:shared]
         head_cache = DynamicCache(config=self.model.config)
         self.model(input_ids=torch.tensor([head], device=self.device), **{key: head_cache}, use_cache=True)
