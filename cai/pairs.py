@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from dataclasses import dataclass
-from typing import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
 
 from cai.errors import CaiError
+from cai.quality import CopySources, QualityRules, first_flag
 from cai.text import has_preamble
 
 STRATEGIES = ("final-vs-initial", "per-round", "ai-feedback")
@@ -28,10 +29,11 @@ class PairRules:
     drop_truncated: bool = True         # a text cut by the token budget teaches a cut-off ending
     near_duplicate: float = 0.85        # Jaccard over character 5-grams of prompt + chosen
     min_chars: int = 1
+    quality: QualityRules = field(default_factory=QualityRules)   # few-shot copy, critique echo, ...
 
 
 def _row(record: dict, chosen: str, rejected: str, principle_ids: list[str], strategy: str, k: int,
-         chosen_truncated: bool, rejected_truncated: bool, round_info: dict | None) -> dict:
+         chosen_truncated: bool, rejected_truncated: bool, round_info: dict | None, critiques: list[str]) -> dict:
     prompt = [{"role": "user", "content": record["prompt"]}]
     chosen_msgs = [{"role": "assistant", "content": chosen}]
     first = round_info or {}
@@ -49,6 +51,7 @@ def _row(record: dict, chosen: str, rejected: str, principle_ids: list[str], str
         "model": record.get("model", ""),
         "chosen_truncated": chosen_truncated,
         "rejected_truncated": rejected_truncated,
+        "critiques": critiques,             # of the rounds behind chosen: the critique-echo rule reads them
         # The Hugging Face CAI dataset columns, for users of those recipes.
         "init_prompt": record["prompt"],
         "init_response": record["initial_response"],
@@ -67,7 +70,7 @@ def final_vs_initial(record: dict) -> list[dict]:
     return [_row(record, rounds[-1]["revision"], record["initial_response"],
                  [r["principle_id"] for r in rounds], "final-vs-initial", 0,
                  rounds[-1].get("revision_finish") == "length", record.get("initial_finish") == "length",
-                 rounds[0])]
+                 rounds[0], [r.get("critique", "") for r in rounds])]
 
 
 def per_round(record: dict) -> list[dict]:
@@ -76,7 +79,8 @@ def per_round(record: dict) -> list[dict]:
     before, before_cut = record["initial_response"], record.get("initial_finish") == "length"
     for k, r in enumerate(record.get("rounds") or []):
         cut = r.get("revision_finish") == "length"
-        rows.append(_row(record, r["revision"], before, [r["principle_id"]], "per-round", k, cut, before_cut, r))
+        rows.append(_row(record, r["revision"], before, [r["principle_id"]], "per-round", k, cut, before_cut, r,
+                         [r.get("critique", "")]))
         before, before_cut = r["revision"], cut
     return rows
 
@@ -99,12 +103,19 @@ def _shingles(text: str, k: int = 5) -> set[str]:
 
 
 class QualityFilter:
-    """Applies the rules in order; the first rule a row breaks is its drop reason."""
+    """Applies the rules in order; the first rule a row breaks is its drop reason.
 
-    def __init__(self, rules: PairRules = PairRules(), seed: int = 0):
+    `sources` (the run's few-shot turns and principle texts) turns on the
+    few-shot-copy rule; `on_drop(row, reason, detail)` sees every dropped row.
+    """
+
+    def __init__(self, rules: PairRules = PairRules(), seed: int = 0, sources: CopySources | None = None,
+                 on_drop: Callable[[dict, str, str], None] | None = None):
         from datasketch import MinHashLSH
 
         self.rules = rules
+        self.sources = sources
+        self.on_drop = on_drop
         self.dropped: Counter = Counter()
         self._exact: set[str] = set()
         # A looser LSH threshold finds candidates with high recall; each is then checked
@@ -114,46 +125,57 @@ class QualityFilter:
         self._seed = seed
 
     def reason(self, row: dict) -> str | None:
+        return self.check(row)[0]
+
+    def check(self, row: dict) -> tuple[str | None, str]:
+        """(the first rule `row` breaks or None, the evidence)."""
         from datasketch import MinHash
         from rapidfuzz import fuzz
 
         chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
         if len(chosen.strip()) < self.rules.min_chars or len(rejected.strip()) < self.rules.min_chars:
-            return "empty"
+            return "empty", ""
+        if has_preamble(chosen):
+            return "leaked preamble", ""
+        # The content rules come before truncation: a loop cut by the token budget is a loop.
+        flag = first_flag(row, self.rules.quality, self.sources)
+        if flag:
+            return flag.rule, f"{flag.field}: {flag.detail}"
         if self.rules.drop_truncated and (row["chosen_truncated"] or row["rejected_truncated"]):
-            return "truncated"
+            return "truncated", ""
         if normalize(chosen) == normalize(rejected) or \
                 fuzz.ratio(normalize(chosen), normalize(rejected)) / 100 >= self.rules.noop_similarity:
-            return "no-op revision"
-        if has_preamble(chosen):
-            return "leaked preamble"
+            return "no-op revision", ""
         key = normalize(row["prompt"][0]["content"] + "\n" + chosen)
         digest = hashlib.sha256(key.encode()).hexdigest()
         if digest in self._exact:
-            return "duplicate"
+            return "duplicate", ""
         minhash = MinHash(num_perm=128, seed=self._seed)
         for s in _shingles(key):
             minhash.update(s.encode())
         if any(minhash.jaccard(self._hashes[k]) >= self.rules.near_duplicate for k in self._lsh.query(minhash)):
-            return "near duplicate"
+            return "near duplicate", ""
         self._exact.add(digest)
         self._lsh.insert(digest, minhash)
         self._hashes[digest] = minhash
-        return None
+        return None, ""
 
     def __call__(self, rows: Iterable[dict]) -> Iterator[dict]:
         for row in rows:
-            why = self.reason(row)
+            why, detail = self.check(row)
             if why:
                 self.dropped[why] += 1
+                if self.on_drop:
+                    self.on_drop(row, why, detail)
             else:
                 yield row
 
 
-def build_pairs(records: Iterable[dict], strategy: str, rules: PairRules = PairRules()) -> tuple[list[dict], Counter]:
+def build_pairs(records: Iterable[dict], strategy: str, rules: PairRules = PairRules(),
+                sources: CopySources | None = None) -> tuple[list[dict], Counter]:
     """All kept pairs of `records` and the count of drops per reason."""
     if strategy not in STRATEGIES[:2]:
         raise CaiError(f"--strategy: unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    quality = QualityFilter(rules)
+    quality = QualityFilter(rules, sources=sources)
     kept = list(quality(row for record in records for row in pairs_from_record(record, strategy)))
     return kept, quality.dropped
