@@ -20,6 +20,7 @@ from cai.errors import CaiError
 from cai.loop import LoopConfig, run_batch, stage_names
 from cai.progress import Reporter
 from cai.prompt_files import PromptRecord, iter_prompts, parse_shard, split_shard
+from cai.snapshot import write_snapshot
 from cai.store import FINGERPRINT_KEYS, RunStore
 from cai.templates import Templates
 
@@ -133,6 +134,7 @@ def run(cfg: GenerateConfig, *, quiet: bool = False) -> dict:
             "started": previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "totals": totals,
         }
+        manifest["snapshot"] = write_snapshot(out, cfg.constitution, templates)
         store.write_manifest(manifest)
 
         counts = {"selected": 0, "skipped (done before)": 0, "done": 0, "failed": 0}

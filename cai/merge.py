@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from cai.errors import CaiError
+from cai.snapshot import SNAPSHOT
 from cai.store import FINGERPRINT_KEYS, RunStore
 
 
@@ -51,6 +53,9 @@ def merge_runs(run_dirs: list[str | Path], out: str | Path) -> dict:
             for key, value in manifest.get("totals", {}).items():
                 if isinstance(value, (int, float)) and key != "tokens_per_second":
                     totals[key] = round(totals.get(key, 0) + value, 3)
+        snapshot = stores[0].dir / SNAPSHOT           # same constitution hash in every run: one copy serves
+        if snapshot.is_dir():
+            shutil.copytree(snapshot, target.dir / SNAPSHOT, dirs_exist_ok=True)
         target.write_manifest({
             **manifests[0],
             "run": str(target.dir),

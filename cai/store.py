@@ -5,6 +5,7 @@ Layout of `runs/NAME/`:
     generations/part-*.jsonl one generation record a line, appended as batches finish
     failed.jsonl             prompts an engine could not answer, with the reason
     events.jsonl             one JSON line per stage, for scripts
+    snapshot/                the constitution and templates the run was made with
     run.lock                 held (flock) by the process writing the run
 
 Each process appends to a new part file, so a killed run never leaves a file
@@ -130,7 +131,7 @@ class RunStore:
     def _archive_previous(self) -> None:
         dest = self.dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
         dest.mkdir(parents=True)
-        for name in ("generations", "manifest.json", "failed.jsonl", "events.jsonl"):
+        for name in ("generations", "manifest.json", "failed.jsonl", "events.jsonl", "snapshot"):
             if (self.dir / name).exists():
                 shutil.move(str(self.dir / name), str(dest / name))
 
