@@ -14,6 +14,7 @@ SCORERS: dict[str, str] = {
     "detoxify": "cai.safety.detoxify_scorer:DetoxifyScorer",
     "bias": "cai.safety.bias:BiasScorer",
     "judge": "cai.safety.judge:JudgeScorer",
+    "embedding": "cai.safety.embedding:EmbeddingScorer",     # prompt similarity, for the off-topic rule
 }
 
 # Ships its weights on PyPI, so it works offline: the toxicity scorer by default.
