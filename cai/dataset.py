@@ -19,6 +19,7 @@ from cai.errors import CaiError
 from cai.pairs import normalize
 
 SPLITS = ("train_prefs", "test_prefs", "train_sft", "test_sft")
+DROPPED = "dropped.jsonl"
 SFT_COLUMNS = ("generation_id", "messages", "category", "principle_ids", "model")
 
 
@@ -53,7 +54,7 @@ def sft_rows(pref_rows: list[dict]) -> list[dict]:
 
 def _score_summary(rows: list[dict]) -> dict:
     columns = sorted({k for r in rows for k, v in r.items()
-                      if isinstance(v, float) and not isinstance(v, bool) and k.endswith(("toxicity", "bias", "label"))})
+                      if isinstance(v, float) and not isinstance(v, bool) and k.endswith(("toxicity", "bias", "label", "preference"))})
     out = {}
     for col in columns:
         values = sorted(r[col] for r in rows if isinstance(r.get(col), float))
@@ -66,8 +67,12 @@ def _score_summary(rows: list[dict]) -> dict:
 
 
 def write_dataset(rows: list[dict], out_dir: str | Path, *, test_share: float = 0.1, seed: int = 0,
-                  meta: dict | None = None) -> dict:
-    """Write `rows` to `out_dir` (replaced atomically) and return the split counts."""
+                  meta: dict | None = None, dropped_rows: list[dict] | None = None) -> dict:
+    """Write `rows` to `out_dir` (replaced atomically) and return the split counts.
+
+    `dropped_rows` (each with `drop_reason` and `drop_detail`) go to `dropped.jsonl`,
+    outside the splits, for audits and re-thresholding.
+    """
     import datasets
     from datasets import Dataset, DatasetDict
 
@@ -96,6 +101,10 @@ def write_dataset(rows: list[dict], out_dir: str | Path, *, test_share: float = 
         with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as fh:
             for row in splits[name]:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if dropped_rows is not None:
+        with open(tmp / DROPPED, "w", encoding="utf-8") as fh:
+            for row in dropped_rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     counts = {name: len(data) for name, data in splits.items()}
     (tmp / "README.md").write_text(dataset_card(rows, counts, meta), encoding="utf-8")
     if out.exists():
@@ -119,6 +128,8 @@ def dataset_card(rows: list[dict], counts: dict, meta: dict) -> str:
         "dropped": dict(meta.get("dropped", {})),
         "principle_usage": dict(principles.most_common()),
         "scores": _score_summary(rows),
+        "quality_rules": dict(meta.get("quality") or {}),
+        "verify": meta.get("verify"),
         "model": meta.get("model", ""),
         "constitution": meta.get("constitution", {}),
         "strategy": meta.get("strategy", ""),
@@ -130,6 +141,15 @@ def dataset_card(rows: list[dict], counts: dict, meta: dict) -> str:
     yaml.dump(front, buf)
     lines = [f"| {k} | {v} |" for k, v in counts.items()]
     drops = [f"| {k} | {v} |" for k, v in front["dropped"].items()] or ["| (none) | 0 |"]
+    quality = ""
+    if front["quality_rules"]:
+        quality = ("## Quality rules\n\nEach rule reads the pair as a reviewer would; `dropped` counts the pairs it\n"
+                   "was the first reason for. Dropped pairs, with the evidence, are in `dropped.jsonl`.\n\n"
+                   "| rule | enabled | settings | dropped |\n| --- | --- | --- | --- |\n"
+                   + "\n".join(f"| {name} | {'yes' if r.get('enabled') else 'no'} | "
+                                + ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("enabled", "dropped"))
+                                + f" | {r.get('dropped', 0)} |" for name, r in front["quality_rules"].items())
+                   + "\n\n")
     return (
         f"---\n{buf.getvalue()}---\n\n# {front['pretty_name']}\n\n"
         "Preference pairs made by critique -> revise under a constitution: `chosen` is the revised\n"
@@ -137,7 +157,7 @@ def dataset_card(rows: list[dict], counts: dict, meta: dict) -> str:
         "format (`prompt`, `chosen`, `rejected` as message lists); the `*_sft` splits hold `messages`.\n"
         "Splits are made by prompt, so no test prompt appears in training.\n\n"
         "| split | rows |\n| --- | --- |\n" + "\n".join(lines) + "\n\n"
-        "## Dropped pairs\n\n| reason | pairs |\n| --- | --- |\n" + "\n".join(drops) + "\n\n"
+        "## Dropped pairs\n\n| reason | pairs |\n| --- | --- |\n" + "\n".join(drops) + "\n\n" + quality +
         f"## Provenance\n\n- model: `{front['model']}`\n- constitution: `{front['constitution']}`\n"
         f"- strategy: `{front['strategy']}`\n- command: `{front['command']}`\n"
     )

@@ -23,6 +23,23 @@ def _softmax_first(a: float, b: float) -> float:
     return ea / (ea + eb)
 
 
+def compare(engine, templates: Templates, items: list[tuple[str, str, str, object]]) -> list[dict]:
+    """For (prompt, x, y, principle) items, P(x better than y) under the principle, debiased by order."""
+    chats = []
+    for prompt, x, y, principle in items:
+        for a, b in ((x, y), (y, x)):
+            text = templates.render("feedback", prompt=prompt, principle=principle,
+                                    response_a=a, response_b=b, labels=list(LABELS))
+            chats.append([{"role": "user", "content": text}])
+    logprobs = engine.label_logprobs(chats, list(LABELS)) if chats else []
+    out = []
+    for i in range(len(items)):
+        x_first = _softmax_first(*logprobs[2 * i])          # x shown as (A)
+        x_second = 1.0 - _softmax_first(*logprobs[2 * i + 1])   # x shown as (B)
+        out.append({"label": (x_first + x_second) / 2, "position_gap": abs(x_first - x_second)})
+    return out
+
+
 def preference_labels(engine, templates: Templates, constitution, items: list[tuple[str, str, str]],
                       *, seed: int = 0, keys: list[str] | None = None) -> list[dict]:
     """For (prompt, x, y) triples, P(x better than y) under a sampled principle, debiased by order."""
@@ -31,20 +48,27 @@ def preference_labels(engine, templates: Templates, constitution, items: list[tu
     keys = keys or [str(i) for i in range(len(items))]
     principles = [by_id[sample_principles(enabled, 1, seed=seed, strategy=constitution.sampling.strategy,
                                           key=f"feedback:{k}")[0]] for k in keys]
-    chats = []
-    for (prompt, x, y), principle in zip(items, principles):
-        for a, b in ((x, y), (y, x)):
-            text = templates.render("feedback", prompt=prompt, principle=principle,
-                                    response_a=a, response_b=b, labels=list(LABELS))
-            chats.append([{"role": "user", "content": text}])
-    logprobs = engine.label_logprobs(chats, list(LABELS))
-    out = []
-    for i, principle in enumerate(principles):
-        x_first = _softmax_first(*logprobs[2 * i])          # x shown as (A)
-        x_second = 1.0 - _softmax_first(*logprobs[2 * i + 1])   # x shown as (B)
-        out.append({"label": (x_first + x_second) / 2, "principle_id": principle.id,
-                    "position_gap": abs(x_first - x_second)})
-    return out
+    labels = compare(engine, templates, [(*item, p) for item, p in zip(items, principles)])
+    return [{**label, "principle_id": p.id} for label, p in zip(labels, principles)]
+
+
+def pair_preferences(engine, templates: Templates, constitution, rows: list[dict]) -> list[float | None]:
+    """P(chosen better than rejected) of each pair row under its own principles (mean over them).
+
+    None for a row none of whose principles is in the constitution.
+    """
+    by_id = {p.id: p for p in constitution.principles}
+    items, owner = [], []
+    for i, row in enumerate(rows):
+        for pid in row.get("principle_ids") or []:
+            if pid in by_id:
+                items.append((row["prompt"][-1]["content"], row["chosen"][-1]["content"],
+                              row["rejected"][-1]["content"], by_id[pid]))
+                owner.append(i)
+    sums: dict[int, list[float]] = {}
+    for i, label in zip(owner, compare(engine, templates, items)):
+        sums.setdefault(i, []).append(label["label"])
+    return [sum(sums[i]) / len(sums[i]) if i in sums else None for i in range(len(rows))]
 
 
 def harmless_probabilities(engine, templates: Templates, items: list[tuple[str, str]]) -> list[float]:

@@ -48,26 +48,34 @@ def pairs(
     strategy: str = typer.Option("final-vs-initial", help="final-vs-initial, per-round or ai-feedback."),
     out: Optional[str] = typer.Option(None, help="Dataset directory (default: RUN/dataset)."),
     no_filter: bool = typer.Option(False, "--no-filter", help="Skip safety scoring and filtering."),
-    rules: Optional[str] = typer.Option(None, help="YAML file of safety thresholds."),
+    rules: Optional[str] = typer.Option(None, help="YAML file of safety thresholds and a `quality:` section."),
     scorer: Optional[str] = typer.Option(None, help="Toxicity scorer: toxic-bilstm (default) or detoxify."),
     toxicity_max: Optional[float] = typer.Option(None, help="Drop pairs whose chosen toxicity is above this (0.7)."),
     test_share: float = typer.Option(0.1, help="Share of prompts held out in the test splits."),
     seed: int = typer.Option(0),
     keep_truncated: bool = typer.Option(False, help="Keep pairs whose texts hit the token budget."),
+    skip_rule: list[str] = typer.Option([], help="Turn a quality rule off: few-shot-copy, critique-echo, "
+                                                 "repetition-loop, meta-comment or off-topic (repeatable)."),
+    verify: str = typer.Option("none", help="judge: drop pairs the AI-feedback judge does not prefer "
+                                            "under their own principles (`judge disagrees`)."),
+    verify_margin: float = typer.Option(0.1, help="--verify judge: keep pairs with P(chosen better) >= 0.5 + this."),
     feedback_margin: float = typer.Option(0.1, help="ai-feedback: keep pairs whose soft label is this far from 0.5."),
-    feedback_model: Optional[str] = typer.Option(None, help="ai-feedback: judge model (default: the run's model)."),
+    feedback_model: Optional[str] = typer.Option(None, help="ai-feedback and --verify judge: judge model "
+                                                            "(default: the run's model)."),
 ) -> None:
     from rich.progress import Progress
 
     from cai.pairs import PairRules
     from cai.preferences import PairsConfig, build_dataset
+    from cai.quality import load_quality_rules
     from cai.safety.filter import load_rules
 
     cfg = PairsConfig(run=run, strategy=strategy, out=out, filter=not no_filter,
                       rules=load_rules(rules, scorer=scorer, toxicity_max=toxicity_max),
-                      pair_rules=PairRules(drop_truncated=not keep_truncated),
+                      pair_rules=PairRules(drop_truncated=not keep_truncated,
+                                           quality=load_quality_rules(rules, skip=skip_rule)),
                       test_share=test_share, seed=seed, feedback_margin=feedback_margin,
-                      feedback_model=feedback_model)
+                      feedback_model=feedback_model, verify=verify, verify_margin=verify_margin)
     console = _console()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("scoring pairs", total=None)
@@ -77,10 +85,12 @@ def pairs(
                 progress.update(task, advance=n)
 
         result = build_dataset(cfg, reporter=_Reporter())
+    if result["note"]:
+        console.print(f"[yellow]note:[/yellow] {result['note']}")
+    console.print("splits: " + ", ".join(f"{k} {v}" for k, v in result["splits"].items()))
+    console.print(f"dataset written to {result['out']} (dropped pairs with the reason: dropped.jsonl)")
     console.print(_drop_table(f"{result['records']} records -> {result['candidate pairs']} pairs -> "
                               f"{result['kept pairs']} kept", result["dropped"]))
-    console.print("splits: " + ", ".join(f"{k} {v}" for k, v in result["splits"].items()))
-    console.print(f"dataset written to {result['out']}")
 
 
 @app.command(help="Print the counts, drops and scores of an exported dataset.")
@@ -88,17 +98,16 @@ def stats(path: str = typer.Argument(..., help="Dataset directory written by `ca
     from pathlib import Path
 
     from rich.table import Table
-    from ruamel.yaml import YAML
 
     from cai.errors import CaiError
+    from cai.report import read_card
+    from cai.snapshot import snapshot_status
 
-    card = Path(path) / "README.md"
-    if not card.is_file():
+    if not (Path(path) / "README.md").is_file():
         raise CaiError(f"{path}: no dataset card README.md; is this a directory written by `cai data pairs`?")
-    text = card.read_text(encoding="utf-8")
-    if not text.startswith("---\n"):
-        raise CaiError(f"{card}: no YAML front matter")
-    front = YAML(typ="safe").load(text.split("---\n", 2)[1])
+    front = read_card(Path(path))
+    if front is None:
+        raise CaiError(f"{Path(path) / 'README.md'}: no YAML front matter")
     console = _console()
     table = Table(title=f"{path}")
     table.add_column("split")
@@ -106,7 +115,6 @@ def stats(path: str = typer.Argument(..., help="Dataset directory written by `ca
     for split, n in front.get("counts", {}).items():
         table.add_row(split, str(n))
     console.print(table)
-    console.print(_drop_table("drops", front.get("dropped") or {}))
     usage = Table(title="principle usage")
     usage.add_column("principle")
     usage.add_column("pairs", justify="right")
@@ -119,7 +127,21 @@ def stats(path: str = typer.Argument(..., help="Dataset directory written by `ca
     for col, s in (front.get("scores") or {}).items():
         scores.add_row(col, *(f"{s[k]:.3f}" for k in ("mean", "p50", "p90", "max")))
     console.print(scores)
+    constitution = front.get("constitution") or {}
     console.print(f"model: {front.get('model')}  strategy: {front.get('strategy')}")
+    if constitution:
+        console.print(f"constitution: {constitution.get('name')} v{constitution.get('version')}  "
+                      f"({snapshot_status(constitution)})")
+    if front.get("quality_rules"):
+        quality = Table(title="quality rules")
+        for col in ("rule", "enabled", "settings", "dropped"):
+            quality.add_column(col, justify="right" if col == "dropped" else "left")
+        for name, r in front["quality_rules"].items():
+            quality.add_row(name, "yes" if r.get("enabled") else "no",
+                            ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("enabled", "dropped")),
+                            str(r.get("dropped", 0)))
+        console.print(quality)
+    console.print(_drop_table("drops", front.get("dropped") or {}))
 
 
 @app.command(help="Check a preference dataset (JSONL or saved dataset dir): one line per bad row.")

@@ -70,5 +70,5 @@ def register(app: typer.Typer) -> None:
             from cai.cli.data import pairs
 
             pairs(run=summary["run"], strategy=strategy, out=None, no_filter=False, rules=None, scorer=None,
-                  toxicity_max=None, test_share=0.1, seed=seed, keep_truncated=False, feedback_margin=0.1,
-                  feedback_model=None)
+                  toxicity_max=None, test_share=0.1, seed=seed, keep_truncated=False, skip_rule=[], verify="none",
+                  verify_margin=0.1, feedback_margin=0.1, feedback_model=None)

@@ -37,6 +37,7 @@ def load_rules(path: str | Path | None, **overrides) -> SafetyRules:
         from cai.yaml_files import load_mapping
 
         data = load_mapping(path, "filter rules file", "a mapping of rule names to values")
+        data.pop("quality", None)          # the pair quality rules: cai.quality.load_quality_rules
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return SafetyRules(**data)
@@ -85,12 +86,16 @@ def drop_reason(row: dict, rules: SafetyRules) -> str | None:
     return None
 
 
-def apply_rules(rows: list[dict], rules: SafetyRules) -> tuple[list[dict], Counter]:
+def apply_rules(rows: list[dict], rules: SafetyRules,
+                on_drop: Callable[[dict, str], None] | None = None) -> tuple[list[dict], Counter]:
+    """(kept rows, drops per reason); `on_drop(row, reason)` sees every dropped row."""
     kept, dropped = [], Counter()
     for row in rows:
         why = drop_reason(row, rules)
         if why:
             dropped[why] += 1
+            if on_drop:
+                on_drop(row, why)
         else:
             kept.append(row)
     return kept, dropped
