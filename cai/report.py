@@ -17,7 +17,8 @@ still renders (the others say what command would fill them):
   margins, accuracies), read tolerantly;
 - eval metrics with confidence intervals against the gate (`eval*/metrics.json`,
   `eval*/rm.json`), and the eval replies side by side;
-- a sample browser of pairs: prompt, rejected, critique, chosen, scores.
+- a sample browser of pairs: prompt, rejected, critique, chosen, scores; kept pairs and a
+  few dropped pairs of every drop reason, with the rule's evidence.
 
 All text from the run is HTML-escaped (Jinja2 autoescape).
 """
@@ -34,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cai.dataset import DROPPED
 from cai.errors import CaiError
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates_html"
@@ -422,6 +424,19 @@ def _pair_text(messages) -> str:
     return ""
 
 
+def sample_dropped(rows: list[dict], per_reason: int, seed: int = 0) -> list[dict]:
+    """Up to `per_reason` dropped pairs of each drop reason (seeded), so the browser shows why pairs went."""
+    rng = random.Random(seed)
+    by_reason: dict[str, list[dict]] = {}
+    for r in rows:
+        by_reason.setdefault(str(r.get("drop_reason", "")), []).append(r)
+    picked = []
+    for reason in sorted(by_reason):
+        group = by_reason[reason]
+        picked += group if len(group) <= per_reason else rng.sample(group, per_reason)
+    return [dict(r, _split=f"dropped: {r.get('drop_reason', '')}") for r in picked]
+
+
 def sample_pairs(rows: list[dict], n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     picked = rows if len(rows) <= n else rng.sample(rows, n)
@@ -437,6 +452,7 @@ def sample_pairs(rows: list[dict], n: int, seed: int = 0) -> list[dict]:
             "rejected": _pair_text(r.get("rejected")), "critique": r.get("critic_response", ""),
             "scores": dict(sorted(scores.items())),
             "tox_rejected": r.get("rejected_toxicity"), "tox_chosen": r.get("chosen_toxicity"),
+            "why": r.get("drop_detail", ""),
         })
     return sorted(out, key=lambda s: (s["split"], s["id"]))
 
@@ -487,6 +503,7 @@ def collect(run: Path, *, samples: int = 40, score: bool = True, seed: int = 0) 
         for row in read_jsonl(dataset_dir / f"{split}.jsonl"):
             row["_split"] = split
             pairs.append(row)
+    dropped = read_jsonl(dataset_dir / DROPPED)
 
     ctx: dict = {"run": str(run), "name": run.resolve().name, "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                  "manifest": manifest, "card": card, "plots": {}, "notes": notes}
@@ -514,7 +531,18 @@ def collect(run: Path, *, samples: int = 40, score: bool = True, seed: int = 0) 
     if stages:
         ctx["plots"]["funnel"] = plot_funnel(stages)
 
-    # principle usage
+    # principle usage, with the texts the run used (its constitution snapshot)
+    requests: dict[str, str] = {}
+    if manifest:
+        try:
+            from cai.snapshot import run_sources
+
+            sources = run_sources(run, manifest)
+            requests = {p.id: p.critique for p in sources.constitution.principles}
+            if sources.note:
+                notes.append(sources.note)
+        except CaiError as err:
+            notes.append(f"principle texts not shown: {err}")
     gen_usage: dict[str, int] = {}
     for r in records:
         for rd in r.get("rounds") or []:
@@ -522,7 +550,8 @@ def collect(run: Path, *, samples: int = 40, score: bool = True, seed: int = 0) 
             if pid:
                 gen_usage[pid] = gen_usage.get(pid, 0) + 1
     kept_usage = {str(k): int(v) for k, v in ((card or {}).get("principle_usage") or {}).items()}
-    ctx["principles"] = [{"id": k, "generation": gen_usage.get(k, 0), "kept": kept_usage.get(k, 0)}
+    ctx["principles"] = [{"id": k, "generation": gen_usage.get(k, 0), "kept": kept_usage.get(k, 0),
+                          "critique": requests.get(k, "")}
                          for k in sorted(set(gen_usage) | set(kept_usage), key=lambda k: (-gen_usage.get(k, 0), k))]
     if ctx["principles"]:
         ctx["plots"]["principles"] = plot_principles(gen_usage, kept_usage)
@@ -595,8 +624,10 @@ def collect(run: Path, *, samples: int = 40, score: bool = True, seed: int = 0) 
     ctx["evals"] = evals
     ctx["rm_results"] = [{"path": str(p.relative_to(run)), "result": r} for p, r in
                          find_results(run, "rm.json", "cai-eval-rm")]
-    ctx["samples"] = sample_pairs(pairs, samples, seed)
-    ctx["n_pairs"] = len(pairs)
+    # kept pairs, then a few dropped pairs of every reason (the quality rules' evidence with them)
+    ctx["samples"] = sample_pairs(pairs, samples, seed) + sample_pairs(
+        sample_dropped(dropped, max(1, samples // 10), seed), samples, seed)
+    ctx["n_pairs"] = len(pairs) + len(dropped)
     ctx["verdict"] = verdict(ctx)
     from cai.evaluation.metrics import RM_METRICS
 
@@ -654,7 +685,8 @@ def verdict(ctx: dict) -> list[dict]:
     return lines
 
 
-def render(ctx: dict) -> str:
+def environment():
+    """The Jinja2 environment of cai's HTML pages (the report and the audit share its style and filters)."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True,
@@ -662,7 +694,11 @@ def render(ctx: dict) -> str:
     env.filters["num"] = lambda x, spec=".3f": "-" if x is None else (format(x, spec) if isinstance(x, (int, float))
                                                                        and not isinstance(x, bool) else str(x))
     env.filters["pct"] = lambda x: "-" if x is None else f"{x:.1%}".replace(".0%", "%")
-    return env.get_template(TEMPLATE).render(**ctx)
+    return env
+
+
+def render(ctx: dict) -> str:
+    return environment().get_template(TEMPLATE).render(**ctx)
 
 
 def build_report(run: str | Path, out: str | Path | None = None, *, samples: int = 40, score: bool = True,

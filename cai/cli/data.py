@@ -144,6 +144,47 @@ def stats(path: str = typer.Argument(..., help="Dataset directory written by `ca
     console.print(_drop_table("drops", front.get("dropped") or {}))
 
 
+@app.command(help="Audit a run or dataset: what each quality rule flags, refusals by category, length change.")
+def audit(
+    path: str = typer.Argument(..., help="Run directory or dataset directory."),
+    out: Optional[str] = typer.Option(None, help="Also write an HTML page of the flagged pairs (e.g. audit.html)."),
+    rules: Optional[str] = typer.Option(None, help="YAML rules file (its `quality:` section); default thresholds otherwise."),
+    examples: int = typer.Option(3, help="Flagged pairs kept per rule for the HTML page."),
+) -> None:
+    from rich.table import Table
+
+    from cai.audit import run_audit, write_html
+    from cai.quality import load_quality_rules
+
+    result = run_audit(path, rules=load_quality_rules(rules), examples=examples)
+    console = _console()
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    table = Table(title=f"quality rules: {len(result.kept)} kept + {len(result.dropped)} dropped pairs")
+    for col in ("rule", "flagged", "of them kept", "dropped", "example"):
+        table.add_column(col, justify="left" if col in ("rule", "example") else "right",
+                         overflow="fold", max_width=70 if col == "example" else None)
+    for r in result.rules:
+        example = r["examples"][0] if r["examples"] else None
+        table.add_row(r["rule"] + ("" if r["enabled"] else " (off)"),
+                      "-" if r["flagged"] is None else str(r["flagged"]),
+                      "-" if r["flagged_kept"] is None else str(r["flagged_kept"]), str(r["dropped"]),
+                      f"{example['id']}: {example['detail']}" if example else "-")
+    console.print(table)
+    refusals = Table(title="kept pairs whose chosen is a refusal, by prompt category")
+    for col in ("category", "pairs", "refusals", "share"):
+        refusals.add_column(col, justify="left" if col == "category" else "right")
+    for r in result.refusals:
+        refusals.add_row(r["category"], str(r["pairs"]), str(r["refusals"]), f"{r['share']:.0%}")
+    console.print(refusals)
+    length = result.length
+    if length["pairs"]:
+        console.print(f"length: chosen {length['chosen_words']:.1f} words, rejected {length['rejected_words']:.1f} "
+                      f"words; mean change {length['change']:+.1f} words over {length['pairs']} pairs")
+    if out:
+        console.print(f"audit page written to {write_html(result, out)}")
+
+
 @app.command(help="Check a preference dataset (JSONL or saved dataset dir): one line per bad row.")
 def validate(path: str = typer.Argument(..., help="A JSONL file or a dataset directory.")) -> None:
     from cai.validate import validate_preferences
