@@ -130,17 +130,66 @@ def load_quality_rules(path: str | Path | None = None, skip: Iterable[str] = ())
 
 # ----------------------------------------------------------------------------- text helpers
 
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# Apostrophes are dropped ("can't" -> "cant") and every other character that is not a letter or a
+# digit becomes a space. ASCII text goes through bytes.translate, a table lookup in C, which keeps
+# the rules far cheaper than a classifier (bench/quality_rules.py).
+_APOSTROPHE_CHARS = "'\u2018\u2019\u02bc"
+_NORMAL = str.maketrans({c: ("" if chr(c) in _APOSTROPHE_CHARS else " ") for c in range(0x2070)
+                         if not chr(c).isalnum()})
+_ASCII = bytes(c if chr(c).isalnum() else ord(" ") for c in range(256))
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 
 def words(text: str) -> list[str]:
     """Lower-cased words without punctuation: the normal form every rule compares."""
-    return _WORD.findall(text.lower().translate(_APOSTROPHES))
+    text = text.lower()
+    if text.isascii():
+        return text.encode().translate(_ASCII, b"'").decode().split()
+    return text.translate(_NORMAL).split()
 
 
-def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+def ngrams(tokens: list[str], n: int, step: int = 1) -> list[tuple[str, ...]]:
+    """Word n-grams; with `step`, only those starting at every step-th word."""
+    return list(zip(*(tokens[i::step] for i in range(n))))
+
+
+class Text:
+    """A text and the forms the rules compare, each computed once, on first use, for all rules."""
+
+    __slots__ = ("raw", "_words", "_trigrams", "_stems")
+
+    def __init__(self, raw: str):
+        self.raw = raw
+        self._words = self._trigrams = self._stems = None
+
+    @property
+    def words(self) -> list[str]:
+        if self._words is None:
+            self._words = words(self.raw)
+        return self._words
+
+    def trigram_stream(self):
+        """The word 3-grams in order, made on the fly (for a text read once)."""
+        w = self.words
+        return zip(w, w[1:], w[2:])
+
+    @property
+    def trigrams(self) -> set[tuple[str, str, str]]:
+        """The distinct word 3-grams."""
+        if self._trigrams is None:
+            self._trigrams = set(self.trigram_stream())
+        return self._trigrams
+
+    @property
+    def stems(self) -> set[str]:
+        """Stems of the words that carry a subject (no stop words, no short words)."""
+        if self._stems is None:
+            self._stems = {_STEMS.get(w) or _stem(w) for w in set(self.words) - STOPWORDS if len(w) >= 3}
+        return self._stems
+
+
+def _as_text(text: str | Text) -> Text:
+    return text if isinstance(text, Text) else Text(text)
 
 
 @dataclass(frozen=True)
@@ -170,6 +219,12 @@ class CopySources:
                 labels = self.grams.setdefault(gram, [])
                 if label not in labels:
                     labels.append(label)
+        self._keys = frozenset(self.grams)      # intersection with a short list iterates the list only
+        # Any run of n shared words holds a shared m-gram (m = n - step + 1) starting at a multiple of
+        # `step`: probing those few positions first rules out nearly every pair at a quarter of the cost.
+        self._step = max(1, min_words // 2)
+        self._probe = frozenset(g for text in texts.values()
+                                for g in ngrams(words(text), min_words - self._step + 1))
 
     @classmethod
     def from_constitution(cls, constitution, templates=None, min_words: int = FewShotCopyRule().min_words):
@@ -187,53 +242,55 @@ class CopySources:
             texts["system prompt"] = templates.render("system", constitution=constitution)
         return cls(texts, min_words)
 
-    def longest_copy(self, text: str, prompt: str = "") -> tuple[str, str] | None:
+    def longest_copy(self, text: str | Text, prompt: str | Text = "") -> tuple[str, str] | None:
         """(copied words, source) of the longest run shared with a source, ignoring words the prompt holds."""
         n = self.min_words
-        tokens = words(text)
-        if len(tokens) < n or not self.grams:
+        tokens = _as_text(text).words
+        if self._probe.isdisjoint(ngrams(tokens, n - self._step + 1, self._step)):
             return None
-        asked = set(ngrams(words(prompt), n))
-        hits = [self.grams.get(g) if g not in asked else None for g in ngrams(tokens, n)]
-        best: tuple[int, int] | None = None          # (start, number of n-grams) of the longest run of hits
-        start = None
-        for i, labels in enumerate(hits + [None]):
-            if labels and start is None:
-                start = i
-            elif not labels and start is not None:
-                if best is None or i - start > best[1]:
-                    best = (start, i - start)
-                start = None
-        if best is None:
+        grams = ngrams(tokens, n)
+        shared = self._keys.intersection(grams)
+        if shared:
+            shared -= set(ngrams(_as_text(prompt).words, n))
+        if not shared:
             return None
-        start, count = best
+        hits = [i for i, g in enumerate(grams) if g in shared]
+        start = count = run_start = 0                 # the longest run of consecutive hits
+        for k, i in enumerate(hits):
+            if k == 0 or i != hits[k - 1] + 1:
+                run_start = i
+            if i - run_start + 1 > count:
+                start, count = run_start, i - run_start + 1
         # the source sharing most of the run (several texts may share its opening words)
         votes: dict[str, int] = {}
-        for labels in hits[start:start + count]:
-            for label in labels:
+        for gram in grams[start:start + count]:
+            for label in self.grams[gram]:
                 votes[label] = votes.get(label, 0) + 1
         return " ".join(tokens[start:start + count + n - 1]), max(votes, key=votes.get)
 
 
 # ----------------------------------------------------------------------------- critique echo
 
-def echo_share(chosen: str, critique: str, rejected: str = "", n: int = 3) -> float:
-    """Share of the chosen's word n-grams that come from the critique (and not from the rejected text it quotes)."""
-    grams = ngrams(words(chosen), n)
+def echo_share(chosen: str | Text, critique: str | Text, rejected: str | Text = "") -> float:
+    """Share of the chosen's distinct word 3-grams that come from the critique, not from the rejected text it quotes."""
+    grams = _as_text(chosen).trigrams
     if not grams:
         return 0.0
-    from_critique = set(ngrams(words(critique), n)) - set(ngrams(words(rejected), n))
-    return sum(g in from_critique for g in grams) / len(grams)
+    shared = grams.intersection(_as_text(critique).trigram_stream())
+    if shared:
+        shared -= _as_text(rejected).trigrams
+    return len(shared) / len(grams)
 
 
 # ----------------------------------------------------------------------------- repetition loop
 
-def repeated_share(text: str, n: int = 3) -> float:
-    """Share of word n-grams that repeat an earlier one: 0 for ordinary prose, high for a loop."""
-    grams = ngrams(words(text), n)
-    if len(grams) < 4:
+def repeated_share(text: str | Text) -> float:
+    """Share of word 3-grams that repeat an earlier one: 0 for ordinary prose, high for a loop."""
+    text = _as_text(text)
+    total = len(text.words) - 2
+    if total < 4:
         return 0.0
-    return 1 - len(set(grams)) / len(grams)
+    return 1 - len(text.trigrams) / total
 
 
 def compression_ratio(text: str) -> float | None:
@@ -241,14 +298,20 @@ def compression_ratio(text: str) -> float | None:
     data = text.encode("utf-8")
     if len(data) < 300:
         return None
-    return len(zlib.compress(data, 6)) / len(data)
+    return len(zlib.compress(data, 1)) / len(data)
 
 
-def loop_evidence(text: str, rule: RepetitionLoopRule) -> str | None:
+def loop_evidence(text: str | Text, rule: RepetitionLoopRule) -> str | None:
+    text = _as_text(text)
+    tokens = text.words
     share = repeated_share(text)
     if share >= rule.max_repeated_share:
         return f"{share:.0%} of its 3-word phrases repeat"
-    ratio = compression_ratio(text)
+    # zlib only where it can matter: text made of few distinct words, or mostly not of words ("!!!!", "====");
+    # prose in which half the words differ does not compress to a fifth of its size.
+    if len(set(tokens)) >= len(tokens) / 2 and len(tokens) >= len(text.raw) / 12:
+        return None
+    ratio = compression_ratio(text.raw)
     if ratio is not None and ratio < rule.min_compression:
         return f"compresses to {ratio:.0%} of its size"
     return None
@@ -278,29 +341,29 @@ WEAK_META_PATTERNS: tuple[tuple[str, str], ...] = (
     ("it explains", r"^\W*(?:it|this)\s+(?:explains|suggests|provides|gives|encourages|contains|describes|"
                     r"does\s+not|doesn't|fails|is\s+(?:not\s+)?(?:helpful|harmful|clear|accurate|appropriate))\b"),
 )
-_META = tuple((name, re.compile(p, re.IGNORECASE)) for name, p in META_PATTERNS)
-_WEAK_META = tuple((name, re.compile(p, re.IGNORECASE)) for name, p in WEAK_META_PATTERNS)
+_META = re.compile("|".join(f"(?:{p})" for _, p in META_PATTERNS), re.IGNORECASE)
+_WEAK_META = re.compile("|".join(f"(?:{p})" for _, p in WEAK_META_PATTERNS), re.IGNORECASE)
 _SECOND_PERSON = re.compile(r"\b(?:you|your|you're|yours|yourself)\b", re.IGNORECASE)
 
 
-def meta_comment(text: str) -> str | None:
+# Words one of the patterns needs: a text without any of them is not searched.
+_META_WORDS = frozenset("answer answers response responses reply replies revision revisions assistant chatbot model "
+                        "user users critique version".split())
+
+
+def meta_comment(text: str | Text) -> str | None:
     """The phrase showing that `text` talks about an answer instead of answering, or None."""
-    text = text.translate(_APOSTROPHES)
-    for name, pattern in _META:
-        match = pattern.search(text)
-        if match:
-            return match.group(0)
-    if not _SECOND_PERSON.search(text):
-        for name, pattern in _WEAK_META:
-            match = pattern.search(text)
-            if match:
-                return match.group(0)
-    return None
+    tokens = _as_text(text).words
+    if _META_WORDS.isdisjoint(tokens) and (not tokens or tokens[0] not in ("it", "this")):
+        return None
+    text = _as_text(text).raw.translate(_APOSTROPHES)
+    match = _META.search(text) or (None if _SECOND_PERSON.search(text) else _WEAK_META.search(text))
+    return match.group(0) if match else None
 
 
 # ----------------------------------------------------------------------------- off-topic
 
-STOPWORDS = frozenset("""
+_STOPWORDS = """
 a about above after again against all also am an and any are aren't as at be because been before being below
 between both but by can can't cannot could couldn't did didn't do does doesn't doing don't down during each even
 ever every few for from further get gets getting give go going got had hadn't has hasn't have haven't having he
@@ -313,25 +376,31 @@ things think this those through to too try under until up upon us use used using
 we'd we'll we're we've well were weren't what what's when when's where where's whether which while who who's
 whom why why's will with without won't would wouldn't yes yet you you'd you'll you're you've your yours yourself
 yourselves best good better help helps sorry thanks thank okay ok
-""".split())
+"""
+STOPWORDS = frozenset(w.replace("'", "") for w in _STOPWORDS.split())
 _SUFFIXES = ("ing", "ed", "es", "s", "ly")
 
 
+_STEMS: dict[str, str] = {}
+
+
 def _stem(word: str) -> str:
-    word = word.split("'")[0]
+    stem = word
     for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)]
+        if stem.endswith(suffix) and len(stem) - len(suffix) >= 3:
+            stem = stem[: -len(suffix)]
             break
-    return word[:5]
+    if len(_STEMS) < 100_000:
+        _STEMS[word] = stem[:5]
+    return stem[:5]
 
 
-def content_stems(text: str) -> set[str]:
+def content_stems(text: str | Text) -> set[str]:
     """Stems of the words that carry a subject (no stop words, no short words)."""
-    return {_stem(w) for w in words(text) if w not in STOPWORDS and len(w) >= 3}
+    return _as_text(text).stems
 
 
-def topic_overlap(prompt: str, text: str) -> float | None:
+def topic_overlap(prompt: str | Text, text: str | Text) -> float | None:
     """Share of the prompt's subject words that `text` mentions; None when the prompt has none."""
     asked = content_stems(prompt)
     if not asked:
@@ -339,7 +408,7 @@ def topic_overlap(prompt: str, text: str) -> float | None:
     return len(asked & content_stems(text)) / len(asked)
 
 
-def off_topic(prompt: str, chosen: str, rejected: str, rule: OffTopicRule,
+def off_topic(prompt: str | Text, chosen: str | Text, rejected: str | Text, rule: OffTopicRule,
               similarity: tuple[float, float] | None = None) -> str | None:
     """Evidence that the chosen left the prompt's subject while the rejected kept it, or None.
 
@@ -348,15 +417,17 @@ def off_topic(prompt: str, chosen: str, rejected: str, rule: OffTopicRule,
     """
     from cai.refusal import is_refusal
 
+    chosen = _as_text(chosen)
     if similarity is None:
-        c, r = topic_overlap(prompt, chosen), topic_overlap(prompt, rejected)
-        if c is None or r is None:
+        c = topic_overlap(prompt, chosen)
+        if c is None or c > rule.max_similarity:
             return None
+        r = topic_overlap(prompt, rejected)
     else:
         c, r = similarity
     if c > rule.max_similarity or r - c < rule.min_gap:
         return None
-    if is_refusal(chosen) and len(words(chosen)) <= rule.refusal_words:
+    if len(chosen.words) <= rule.refusal_words and is_refusal(chosen.raw):
         return None             # a short refusal has no subject of its own to stray to
     return f"prompt similarity {c:.2f} (rejected {r:.2f})"
 
@@ -372,7 +443,8 @@ def _text(messages) -> str:
 def flags(row: dict, rules: QualityRules, sources: CopySources | None = None, *,
           first_only: bool = False) -> list[Flag]:
     """What every enabled rule finds in a pair row (TRL format plus `critiques`), in rule order."""
-    prompt, chosen, rejected = _text(row.get("prompt")), _text(row.get("chosen")), _text(row.get("rejected"))
+    prompt, chosen, rejected = (Text(_text(row.get(k))) for k in ("prompt", "chosen", "rejected"))
+    texts = {"chosen": chosen, "rejected": rejected}
     found: list[Flag] = []
 
     def add(rule: str, field: str, detail: str | None) -> bool:
@@ -381,8 +453,8 @@ def flags(row: dict, rules: QualityRules, sources: CopySources | None = None, *,
         return bool(detail) and first_only
 
     if rules.few_shot_copy.enabled and sources is not None:
-        for field, text in (("chosen", chosen), ("rejected", rejected)):
-            copy = sources.longest_copy(text, prompt)
+        for field in ("chosen", "rejected"):
+            copy = sources.longest_copy(texts[field], prompt)
             if add(FEW_SHOT_COPY, field, copy and f"\u201c{copy[0]}\u201d ({len(copy[0].split())} words, {copy[1]})"):
                 return found
     if rules.critique_echo.enabled:
@@ -392,7 +464,7 @@ def flags(row: dict, rules: QualityRules, sources: CopySources | None = None, *,
                and f"{share:.0%} of its 3-word phrases come from the critique"):
             return found
     if rules.repetition_loop.enabled:
-        for field, text in (("chosen", chosen), ("rejected", rejected)):
+        for field, text in texts.items():
             if add(REPETITION_LOOP, field, loop_evidence(text, rules.repetition_loop)):
                 return found
     if rules.meta_comment.enabled:

@@ -44,7 +44,7 @@ def test_a_copied_few_shot_revision_is_caught_with_its_source(sources):
     copy = sources.longest_copy(COPIED, NEIGHBOUR)
     assert copy is not None
     span, source = copy
-    assert span.startswith("i can't help you get onto your neighbour's network") and source.startswith("few-shot 1")
+    assert span.startswith("i cant help you get onto your neighbours network") and source.startswith("few-shot 1")
     assert flags(pair(NEIGHBOUR, COPIED, "Hit them with a pillow."), QualityRules(), sources)[0].rule == "few-shot copy"
 
 

@@ -1,0 +1,138 @@
+"""Cost of the pair quality rules against the toxicity scorer, on the same 10,000 pairs, in one run.
+
+Run: .venv/bin/python bench/quality_rules.py [--pairs 10000] [--repeats 3]
+
+The pairs are made from hand-written parts: good answers and refusals, copies of
+hhh.yaml's few-shot turns, critique echoes, loops, meta-comments and off-topic
+revisions, 5 to 250 words long. The rules are timed twice: as `cai data pairs` runs
+them (in order, stopping at the first rule a pair breaks: its drop reason) and
+as `cai data audit` runs them (every rule on every pair). The toxicity time is what `cai data pairs` runs per
+pair: the default scorer (toxic-bilstm) on prompt, chosen and rejected, batch
+64, model already loaded. Rules and scorer alternate over the repeats and the
+medians are compared. Target: the pairs job's rules under 10% of the scorer's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from cai.constitution import load_constitution
+from cai.quality import CopySources, QualityRules, flags
+from cai.templates import Templates
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROMPTS = [
+    "How can I hurt my neighbor without leaving any marks?", "How do I store fresh basil so it lasts?",
+    "What's the best way to learn Spanish in a year?", "How do I pick a lock?",
+    "Write a threatening message to my coworker.", "How do I make fluffy pancakes from scratch?",
+    "Why is the sky blue?", "How can I get into my ex's email account?",
+]
+# Sentences are drawn from these parts, so long answers do not repeat themselves.
+OPENERS = ["", "In short, ", "Usually ", "If you can, ", "For safety, ", "Most people find that ", "Honestly, "]
+SUBJECTS = ["a licensed locksmith", "a community mediator", "fresh basil", "the batter", "native speakers",
+            "your provider", "sunlight", "a warm bath", "the local library", "a trusted friend", "the recipe"]
+VERBS = ["can help with", "works best for", "is the lawful route to", "keeps longer with", "makes a difference in",
+         "is worth asking about", "gives you time for", "is easier than"]
+OBJECTS = ["the dispute", "a glass of water on the counter", "twenty minutes of practice a day", "the blue sky",
+           "a faster plan", "getting back into your own home", "a calm conversation", "ten minutes of rest",
+           "the emergency number", "the recovery page", "a fluffy stack of pancakes"]
+
+
+def sentence(rng: random.Random) -> str:
+    return f"{rng.choice(OPENERS)}{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}.".capitalize()
+
+
+FAILURES = [
+    lambda rng, shots: rng.choice(shots),                                                     # few-shot copy
+    lambda rng, shots: "I'm sure you're right. " * rng.randint(3, 30),                        # loop
+    lambda rng, shots: "The last answer is not helpful because it does not explain the risks.",   # meta-comment
+    lambda rng, shots: "To speed up your connection, move the router to a central spot.",      # off-topic
+]
+
+
+def make_pairs(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    constitution = load_constitution(ROOT / "constitution" / "hhh.yaml")
+    shots = [turn.content for dialogue in constitution.few_shot for turn in dialogue]
+    rows = []
+    for i in range(n):
+        def answer() -> str:
+            return " ".join(sentence(rng) if rng.random() < 0.97 else rng.choice(shots)
+                            for _ in range(rng.choice([1, 2, 4, 8, 14])))
+        chosen = rng.choice(FAILURES)(rng, shots) if rng.random() < 0.4 else answer()
+        critique = "The answer " + answer()
+        if rng.random() < 0.1:
+            chosen = critique
+        rows.append({"pair_id": str(i), "prompt": [{"role": "user", "content": rng.choice(PROMPTS)}],
+                     "chosen": [{"role": "assistant", "content": chosen}],
+                     "rejected": [{"role": "assistant", "content": answer()}], "critiques": [critique]})
+    return rows
+
+
+def time_rules(rows: list[dict], sources: CopySources, rules: QualityRules, every_rule: bool) -> tuple[float, dict]:
+    """Seconds for the rules over `rows`: the first rule a pair breaks (`cai data pairs`) or every rule (audit)."""
+    counts: dict[str, int] = {}
+    start = time.perf_counter()
+    for row in rows:
+        for rule in {f.rule for f in flags(row, rules, sources, first_only=not every_rule)}:
+            counts[rule] = counts.get(rule, 0) + 1
+    return time.perf_counter() - start, counts
+
+
+def time_toxicity(rows: list[dict], scorer, batch_size: int = 64) -> float:
+    start = time.perf_counter()
+    for field in ("prompt", "chosen", "rejected"):
+        scorer.score([r[field][-1]["content"] for r in rows], batch_size=batch_size)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    from cai.safety import DEFAULT_SCORER, create_scorer
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    rows = make_pairs(args.pairs)
+    rules = QualityRules()
+    constitution = load_constitution(ROOT / "constitution" / "hhh.yaml")
+    start = time.perf_counter()
+    sources = CopySources.from_constitution(constitution, Templates(), rules.few_shot_copy.min_words)
+    index_s = time.perf_counter() - start
+    scorer = create_scorer(DEFAULT_SCORER)
+    scorer.load()
+    load_before = os.getloadavg()[0]
+    first_times, every_times, tox_times, counts = [], [], [], {}
+    for _ in range(args.repeats):          # interleaved, so background load hits all three alike
+        first_times.append(time_rules(rows, sources, rules, every_rule=False)[0])
+        tox_times.append(time_toxicity(rows, scorer))
+        seconds, counts = time_rules(rows, sources, rules, every_rule=True)
+        every_times.append(seconds)
+    scorer.close()
+    first_s, every_s, tox_s = (statistics.median(t) for t in (first_times, every_times, tox_times))
+    words = statistics.fmean(len(r["chosen"][-1]["content"].split()) for r in rows)
+    result = {"pairs": len(rows), "mean_chosen_words": round(words, 1), "repeats": args.repeats,
+              "rules_first_s": round(first_s, 3), "rules_every_s": round(every_s, 3), "toxicity_s": round(tox_s, 3),
+              "first_vs_toxicity": round(first_s / tox_s, 4), "every_vs_toxicity": round(every_s / tox_s, 4),
+              "index_s": round(index_s, 4), "flagged": dict(sorted(counts.items())),
+              "load_avg_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
+    print(json.dumps(result))
+    print()
+    print("| pairs | rules as `cai data pairs` runs them (s) | every rule on every pair, as the audit (s) | "
+          "toxicity scorer (s) | pairs rules / toxicity | audit rules / toxicity | target |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {len(rows)} | {first_s:.3f} | {every_s:.3f} | {tox_s:.3f} | {first_s / tox_s:.1%} | "
+          f"{every_s / tox_s:.1%} | pairs rules < 10% ({'met' if first_s / tox_s < 0.1 else 'not met'}) |")
+
+
+if __name__ == "__main__":
+    main()
