@@ -59,6 +59,8 @@ BENCHES = [
     Bench("generate-memory", "generate_memory.py", [], ["--small", "50", "--large", "200"],
           "cai generate: peak RSS for a small vs a large prompt file (records stream to disk)"),
     Bench("score", "score_throughput.py", [], ["--n", "200"], "toxicity scorer throughput (toxic-bilstm)"),
+    Bench("quality-rules", "quality_rules.py", [], ["--pairs", "1000", "--repeats", "1"],
+          "pair quality rules vs the toxicity scorer on the same 10,000 pairs (target: rules under 10%)"),
     Bench("train-dpo", "train_dpo.py", [], ["--repeats", "1", "--steps", "4", "--memory-steps", "1",
                                                "--memory-repeats", "1", "--memory-models", "135m"],
           "cai train dpo vs TRL's DPO script; LoRA DPO memory with vs without a reference copy", timeout=7200),

@@ -253,3 +253,17 @@ def test_report_shows_the_new_drop_reasons_in_the_pipeline_and_the_sample_browse
     principle = next(p for p in load_constitution(out / "snapshot" / "constitution.yaml").principles
                      if p.id == used["principle_id"])
     assert escape(principle.critique) in html                     # principle texts from the snapshot
+
+
+def test_the_off_topic_rule_can_use_the_embedding_scorer(run, embedded_model_dir):
+    out, constitution = run
+    rules = constitution.parent / "rules.yaml"
+    # The embedded chat model is a weak sentence encoder: its similarities crowd near 0.8-0.9.
+    rules.write_text("quality:\n  off_topic: {scorer: embedding, max_similarity: 0.75, min_gap: 0.1, "
+                     f"scorer_options: {{model: '{embedded_model_dir}'}}}}\n")
+    _invoke("data", "pairs", out, "--rules", rules)
+    dropped = {r["generation_id"]: r for r in read_jsonl(out / "dataset" / "dropped.jsonl")}
+    assert dropped["off-topic"]["drop_reason"] == "off-topic"
+    assert dropped["off-topic"]["chosen_prompt_similarity"] < dropped["off-topic"]["rejected_prompt_similarity"]
+    assert {r["generation_id"] for r in _kept(out / "dataset")} == KEPT
+    assert all(0 < r["chosen_prompt_similarity"] <= 1 for r in _kept(out / "dataset"))
