@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from cai.errors import CaiError
 
@@ -120,12 +120,9 @@ def load_quality_rules(path: str | Path | None = None, skip: Iterable[str] = ())
         section = data.setdefault(key, {})
         if isinstance(section, dict):
             section["enabled"] = False
-    try:
-        return QualityRules(**data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise CaiError(f"{path or 'quality rules'}: quality.{key}: {first['msg']}") from None
+    from cai.yaml_files import build
+
+    return build(QualityRules, data, str(path or "quality rules"), "quality.")
 
 
 # ----------------------------------------------------------------------------- text helpers

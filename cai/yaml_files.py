@@ -29,3 +29,15 @@ def load_mapping(path: str | Path, what: str, shape: str) -> dict:
     if not isinstance(data, dict):
         raise CaiError(f"{path}: top level must be {shape}")
     return data
+
+
+def build(model, data: dict, where: str, prefix: str = ""):
+    """`model(**data)` for a pydantic config class; a bad value is one line naming `where` and the key."""
+    from pydantic import ValidationError
+
+    try:
+        return model(**data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise CaiError(f"{where}: {prefix}{key}: {first['msg']}") from None

@@ -11,9 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from cai.errors import CaiError
 
 
 class SafetyRules(BaseModel):
@@ -39,12 +38,9 @@ def load_rules(path: str | Path | None, **overrides) -> SafetyRules:
         data = load_mapping(path, "filter rules file", "a mapping of rule names to values")
         data.pop("quality", None)          # the pair quality rules: cai.quality.load_quality_rules
     data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return SafetyRules(**data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise CaiError(f"{path or 'filter flags'}: {key}: {first['msg']}") from None
+    from cai.yaml_files import build
+
+    return build(SafetyRules, data, str(path or "filter flags"))
 
 
 def _text(messages: list[dict]) -> str:
