@@ -14,7 +14,6 @@ from typing import Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 
-
 class SafetyRules(BaseModel):
     """Thresholds of `cai data filter`; load from YAML with `load_rules`."""
 
