@@ -222,8 +222,9 @@ def filter(  # noqa: A001 - the command is named for what users type
             raise CaiError(f"{path}: {where}: {problems[0]} (run `cai data validate {path}`)")
         rows.append(dict(row))
     score_rows(rows, safety)
-    kept, dropped = apply_rules(rows, safety)
-    counts = write_dataset(kept, out, test_share=test_share, seed=seed,
+    dropped_rows: list[dict] = []
+    kept, dropped = apply_rules(rows, safety, on_drop=lambda row, why: dropped_rows.append({**row, "drop_reason": why}))
+    counts = write_dataset(kept, out, test_share=test_share, seed=seed, dropped_rows=dropped_rows,
                            meta={"dropped": dict(dropped), "strategy": "filtered", "command": "cai data filter"})
     console = _console()
     console.print(_drop_table(f"{len(rows)} pairs -> {len(kept)} kept", dict(dropped)))
