@@ -129,8 +129,13 @@ def test_changed_settings_are_refused_unless_force_new(tmp_path, tiny_model_dir)
     assert "constitution_sha256" in changed.output and "--force-new" in changed.output
     _invoke(_args(tiny_model_dir, prompts, tmp_path / "run", "--rounds", "1",
                   "--constitution", "constitution/harmless.yaml", "--force-new"))
-    assert len(list((tmp_path / "run" / "previous").iterdir())) == 1
+    [previous] = list((tmp_path / "run" / "previous").iterdir())
     assert len(_records(tmp_path / "run")) == 2
+    # each run keeps the constitution it was made with
+    assert "name: hhh" in (previous / "snapshot" / "constitution.yaml").read_text()
+    assert (tmp_path / "run" / "snapshot" / "constitution.yaml").read_text() == \
+        Path("constitution/harmless.yaml").read_text()
+    assert (tmp_path / "run" / "snapshot" / "prompts" / "revision.j2").is_file()
 
 
 def test_shards_merged_equal_one_run(tmp_path, tiny_model_dir):
@@ -142,6 +147,7 @@ def test_shards_merged_equal_one_run(tmp_path, tiny_model_dir):
     assert s0 and s1 and not set(s0) & set(s1)
     _invoke(["data", "merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "merged")])
     assert _records(tmp_path / "merged") == _records(tmp_path / "all")
+    assert (tmp_path / "merged" / "snapshot" / "constitution.yaml").read_text() == Path(HHH).read_text()
     other = tmp_path / "other"
     _invoke(_args(tiny_model_dir, prompts, other, "--rounds", "1", "--seed", "5", "--limit", "1"))
     refused = CliRunner().invoke(app, ["data", "merge", str(tmp_path / "s0"), str(other), "--out", str(tmp_path / "m2")])
