@@ -41,10 +41,13 @@ browser:
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "chromium could not be installed: the report's browser test will be skipped"
 
+# The embedded 135M model shows the quality rules at work: it copies the few-shot dialogue, echoes
+# its critiques and loops, and the last table says how many pairs each rule dropped (see README).
 demo: install
 	$(BIN)/cai constitution validate constitution/hhh.yaml
 	$(BIN)/cai generate --constitution constitution/hhh.yaml --prompts data/red_team.jsonl \
 		--limit 8 --rounds 1 --few-shot 1 --max-new-tokens 192 --out runs/demo
+	$(BIN)/cai data audit runs/demo --out runs/demo/audit.html
 	$(BIN)/cai data stats runs/demo/dataset
 
 test: test-main test-vllm

@@ -443,7 +443,7 @@ def sample_pairs(rows: list[dict], n: int, seed: int = 0) -> list[dict]:
     out = []
     for r in picked:
         scores = {k: v for k, v in r.items()
-                  if (k.startswith(("chosen_", "rejected_", "prompt_")) or k == "feedback_label")
+                  if (k.startswith(("chosen_", "rejected_", "prompt_")) or k in ("feedback_label", "judge_preference"))
                   and _number(v) is not None}
         out.append({
             "split": r.get("_split", ""), "id": r.get("pair_id", ""), "category": r.get("category", ""),
