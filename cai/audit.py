@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cai.errors import CaiError
-from cai.quality import RULES, CopySources, QualityRules, flags, words
+from cai.quality import RULES, CopySources, Flag, QualityRules, flags, words
 from cai.refusal import is_refusal
 
 
@@ -110,11 +110,14 @@ def run_audit(path: str | Path, *, rules: QualityRules | None = None, examples: 
     found: dict[str, list[dict]] = {name: [] for name in RULES}
     for is_dropped, rows in ((False, kept), (True, dropped)):
         for row in rows:
-            for rule in {f.rule: f for f in flags(row, rules, sources)}.values():
-                flagged[rule.rule] += 1
-                flagged_kept[rule.rule] += not is_dropped
-                if len(found[rule.rule]) < examples:
-                    found[rule.rule].append(_example(row, rule.rule, f"{rule.field}: {rule.detail}", is_dropped))
+            first: dict[str, Flag] = {}
+            for flag in flags(row, rules, sources):
+                first.setdefault(flag.rule, flag)         # a rule that reads both texts: chosen first
+            for flag in first.values():
+                flagged[flag.rule] += 1
+                flagged_kept[flag.rule] += not is_dropped
+                if len(found[flag.rule]) < examples:
+                    found[flag.rule].append(_example(row, flag.rule, f"{flag.field}: {flag.detail}", is_dropped))
     drop_counts = Counter(r.get("drop_reason", "") for r in dropped)
     table = [{"rule": name, "enabled": rules.rule(name).enabled, "flagged": flagged[name],
               "flagged_kept": flagged_kept[name], "dropped": drop_counts.get(name, 0), "examples": found[name]}

@@ -171,12 +171,15 @@ def audit(
                       "-" if r["flagged_kept"] is None else str(r["flagged_kept"]), str(r["dropped"]),
                       f"{example['id']}: {example['detail']}" if example else "-")
     console.print(table)
-    refusals = Table(title="kept pairs whose chosen is a refusal, by prompt category")
-    for col in ("category", "pairs", "refusals", "share"):
-        refusals.add_column(col, justify="left" if col == "category" else "right")
-    for r in result.refusals:
-        refusals.add_row(r["category"], str(r["pairs"]), str(r["refusals"]), f"{r['share']:.0%}")
-    console.print(refusals)
+    if result.refusals:
+        refusals = Table(title="kept pairs whose chosen is a refusal, by prompt category")
+        for col in ("category", "pairs", "refusals", "share"):
+            refusals.add_column(col, justify="left" if col == "category" else "right")
+        for r in result.refusals:
+            refusals.add_row(r["category"], str(r["pairs"]), str(r["refusals"]), f"{r['share']:.0%}")
+        console.print(refusals)
+    else:
+        console.print("no kept pairs: no refusal shares or length change to report")
     length = result.length
     if length["pairs"]:
         console.print(f"length: chosen {length['chosen_words']:.1f} words, rejected {length['rejected_words']:.1f} "
