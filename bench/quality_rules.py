@@ -9,7 +9,7 @@ them (in order, stopping at the first rule a pair breaks: its drop reason) and
 as `cai data audit` runs them (every rule on every pair). The toxicity time is what `cai data pairs` runs per
 pair: the default scorer (toxic-bilstm) on prompt, chosen and rejected, batch
 64, model already loaded. Rules and scorer alternate over the repeats and the
-medians are compared. Target: the pairs job's rules under 10% of the scorer's time.
+fastest run of each is compared (medians are printed too). Target: the pairs job's rules under 10% of the scorer's time.
 """
 
 from __future__ import annotations
@@ -30,25 +30,29 @@ from cai.templates import Templates
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PROMPTS = [
-    "How can I hurt my neighbor without leaving any marks?", "How do I store fresh basil so it lasts?",
-    "What's the best way to learn Spanish in a year?", "How do I pick a lock?",
-    "Write a threatening message to my coworker.", "How do I make fluffy pancakes from scratch?",
-    "Why is the sky blue?", "How can I get into my ex's email account?",
-]
-# Sentences are drawn from these parts, so long answers do not repeat themselves.
+# Each prompt with phrases an answer to it would use; sentences are drawn from parts, so answers
+# stay on their prompt's subject and long ones do not repeat themselves.
+PROMPTS = {
+    "How can I hurt my neighbor without leaving any marks?": ["your neighbor", "the dispute", "a calm talk"],
+    "How do I store fresh basil so it lasts?": ["fresh basil", "a glass of water", "the stems"],
+    "What's the best way to learn Spanish in a year?": ["learning Spanish", "daily practice", "a year of study"],
+    "How do I pick a lock?": ["a locked door", "a licensed locksmith", "the lock"],
+    "Write a threatening message to my coworker.": ["your coworker", "a message", "the conflict at work"],
+    "How do I make fluffy pancakes from scratch?": ["fluffy pancakes", "the batter", "cooking from scratch"],
+    "Why is the sky blue?": ["the blue sky", "scattered sunlight", "the air"],
+    "How can I get into my ex's email account?": ["the email account", "your ex", "the recovery page"],
+}
 OPENERS = ["", "In short, ", "Usually ", "If you can, ", "For safety, ", "Most people find that ", "Honestly, "]
-SUBJECTS = ["a licensed locksmith", "a community mediator", "fresh basil", "the batter", "native speakers",
-            "your provider", "sunlight", "a warm bath", "the local library", "a trusted friend", "the recipe"]
+SUBJECTS = ["a licensed professional", "a community mediator", "a good guide", "patience", "native speakers",
+            "your provider", "a simple plan", "a short break", "the local library", "a trusted friend", "the recipe"]
 VERBS = ["can help with", "works best for", "is the lawful route to", "keeps longer with", "makes a difference in",
          "is worth asking about", "gives you time for", "is easier than"]
-OBJECTS = ["the dispute", "a glass of water on the counter", "twenty minutes of practice a day", "the blue sky",
-           "a faster plan", "getting back into your own home", "a calm conversation", "ten minutes of rest",
-           "the emergency number", "the recovery page", "a fluffy stack of pancakes"]
+OBJECTS = ["ten minutes of rest", "a faster plan", "a calm conversation", "the emergency number", "a clear head"]
 
 
-def sentence(rng: random.Random) -> str:
-    return f"{rng.choice(OPENERS)}{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}.".capitalize()
+def sentence(rng: random.Random, topic: list[str]) -> str:
+    thing = rng.choice(topic) if rng.random() < 0.6 else rng.choice(OBJECTS)
+    return f"{rng.choice(OPENERS)}{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {thing}.".capitalize()
 
 
 FAILURES = [
@@ -65,14 +69,16 @@ def make_pairs(n: int, seed: int = 0) -> list[dict]:
     shots = [turn.content for dialogue in constitution.few_shot for turn in dialogue]
     rows = []
     for i in range(n):
+        prompt = rng.choice(list(PROMPTS))
+
         def answer() -> str:
-            return " ".join(sentence(rng) if rng.random() < 0.97 else rng.choice(shots)
+            return " ".join(sentence(rng, PROMPTS[prompt]) if rng.random() < 0.97 else rng.choice(shots)
                             for _ in range(rng.choice([1, 2, 4, 8, 14])))
         chosen = rng.choice(FAILURES)(rng, shots) if rng.random() < 0.4 else answer()
         critique = "The answer " + answer()
         if rng.random() < 0.1:
             chosen = critique
-        rows.append({"pair_id": str(i), "prompt": [{"role": "user", "content": rng.choice(PROMPTS)}],
+        rows.append({"pair_id": str(i), "prompt": [{"role": "user", "content": prompt}],
                      "chosen": [{"role": "assistant", "content": chosen}],
                      "rejected": [{"role": "assistant", "content": answer()}], "critiques": [critique]})
     return rows
@@ -118,12 +124,15 @@ def main() -> None:
         seconds, counts = time_rules(rows, sources, rules, every_rule=True)
         every_times.append(seconds)
     scorer.close()
-    first_s, every_s, tox_s = (statistics.median(t) for t in (first_times, every_times, tox_times))
+    # The minimum of each is its cost with the least interference from other jobs on the machine.
+    first_s, every_s, tox_s = (min(t) for t in (first_times, every_times, tox_times))
+    median = {k: round(statistics.median(t), 3) for k, t in
+              (("rules_first_s", first_times), ("rules_every_s", every_times), ("toxicity_s", tox_times))}
     words = statistics.fmean(len(r["chosen"][-1]["content"].split()) for r in rows)
     result = {"pairs": len(rows), "mean_chosen_words": round(words, 1), "repeats": args.repeats,
               "rules_first_s": round(first_s, 3), "rules_every_s": round(every_s, 3), "toxicity_s": round(tox_s, 3),
               "first_vs_toxicity": round(first_s / tox_s, 4), "every_vs_toxicity": round(every_s / tox_s, 4),
-              "index_s": round(index_s, 4), "flagged": dict(sorted(counts.items())),
+              "median": median, "index_s": round(index_s, 4), "flagged": dict(sorted(counts.items())),
               "load_avg_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
     print(json.dumps(result))
     print()

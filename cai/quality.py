@@ -147,7 +147,7 @@ def words(text: str) -> list[str]:
 
 def ngrams(tokens: list[str], n: int, step: int = 1) -> list[tuple[str, ...]]:
     """Word n-grams; with `step`, only those starting at every step-th word."""
-    return list(zip(*(tokens[i::step] for i in range(n))))
+    return list(zip(*[tokens[i::step] for i in range(n)]))
 
 
 class Text:
@@ -181,7 +181,7 @@ class Text:
     def stems(self) -> set[str]:
         """Stems of the words that carry a subject (no stop words, no short words)."""
         if self._stems is None:
-            self._stems = {_STEMS.get(w) or _stem(w) for w in set(self.words) - STOPWORDS if len(w) >= 3}
+            self._stems = content_stems(self.words)
         return self._stems
 
 
@@ -258,12 +258,11 @@ class CopySources:
                 run_start = i
             if i - run_start + 1 > count:
                 start, count = run_start, i - run_start + 1
-        # the source sharing most of the run (several texts may share its opening words)
-        votes: dict[str, int] = {}
-        for gram in grams[start:start + count]:
-            for label in self.grams[gram]:
-                votes[label] = votes.get(label, 0) + 1
-        return " ".join(tokens[start:start + count + n - 1]), max(votes, key=votes.get)
+        # the source of the run's middle, preferring one that also holds its ends (texts may share openings)
+        ends = [self.grams[g] for g in (grams[start], grams[start + count - 1]) if g in self.grams]
+        middle = self.grams[grams[start + count // 2]]
+        source = max(middle, key=lambda label: sum(label in labels for labels in ends))
+        return " ".join(tokens[start:start + count + n - 1]), source
 
 
 # ----------------------------------------------------------------------------- critique echo
@@ -304,9 +303,9 @@ def loop_evidence(text: str | Text, rule: RepetitionLoopRule) -> str | None:
     share = repeated_share(text)
     if share >= rule.max_repeated_share:
         return f"{share:.0%} of its 3-word phrases repeat"
-    # zlib only where it can matter: text made of few distinct words, or mostly not of words ("!!!!", "====");
-    # prose in which half the words differ does not compress to a fifth of its size.
-    if len(set(tokens)) >= len(tokens) / 2 and len(tokens) >= len(text.raw) / 12:
+    # Where there are words, a loop repeats their 3-grams; zlib is for text that is mostly not words
+    # ("!!!!", "=====", scripts written without spaces), where the 3-grams see nothing.
+    if len(tokens) >= len(text.raw) / 12:
         return None
     ratio = compression_ratio(text.raw)
     if ratio is not None and ratio < rule.min_compression:
@@ -378,23 +377,32 @@ STOPWORDS = frozenset(w.replace("'", "") for w in _STOPWORDS.split())
 _SUFFIXES = ("ing", "ed", "es", "s", "ly")
 
 
-_STEMS: dict[str, str] = {}
+_STEMS: dict[str, str] = {}         # word -> stem ("" for words too short to carry a subject)
 
 
 def _stem(word: str) -> str:
-    stem = word
+    if len(word) < 3:
+        return ""
     for suffix in _SUFFIXES:
-        if stem.endswith(suffix) and len(stem) - len(suffix) >= 3:
-            stem = stem[: -len(suffix)]
-            break
-    if len(_STEMS) < 100_000:
-        _STEMS[word] = stem[:5]
-    return stem[:5]
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)][:5]
+    return word[:5]
 
 
-def content_stems(text: str | Text) -> set[str]:
+def content_stems(text: str | Text | list[str]) -> set[str]:
     """Stems of the words that carry a subject (no stop words, no short words)."""
-    return _as_text(text).stems
+    if not isinstance(text, list):
+        return _as_text(text).stems
+    unique = set(text) - STOPWORDS
+    new = unique.difference(_STEMS)            # stems are looked up in C; only unseen words are stemmed
+    if len(_STEMS) + len(new) > 500_000:
+        _STEMS.clear()
+        new = unique
+    for word in new:
+        _STEMS[word] = _stem(word)
+    stems = set(map(_STEMS.__getitem__, unique))
+    stems.discard("")
+    return stems
 
 
 def topic_overlap(prompt: str | Text, text: str | Text) -> float | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from cai.constitution import load_constitution
@@ -126,9 +128,12 @@ def test_a_phrase_loop_is_caught_even_when_short():
                          RepetitionLoopRule())
 
 
-def test_a_long_loop_with_varied_words_is_caught_by_compression():
-    text = ("Be safe and kind. " * 3 + "Always respect others and their feelings, always. ") * 6
-    assert loop_evidence(text, RepetitionLoopRule())
+def test_a_loop_without_words_is_caught_by_compression():
+    assert "compresses" in loop_evidence("Ha" * 200, RepetitionLoopRule())
+    assert "compresses" in loop_evidence("!!! " * 100, RepetitionLoopRule())
+    rng = random.Random(0)
+    random_symbols = "".join(rng.choice("!#$%&*+-/<=>?@^_|~0123456789") for _ in range(400))   # not words, no loop
+    assert loop_evidence(random_symbols, RepetitionLoopRule()) is None
 
 
 @pytest.mark.parametrize("text", [
