@@ -57,7 +57,7 @@ class CritiqueEchoRule(_Rule):
 
 class RepetitionLoopRule(_Rule):
     max_repeated_share: float = Field(0.3, gt=0, le=1)   # share of word 3-grams that repeat an earlier one
-    min_compression: float = Field(0.2, ge=0, lt=1)      # zlib size / text size, for texts of 300+ characters
+    min_compression: float = Field(0.2, ge=0, lt=1)      # zlib size / size, for 300+ characters of mostly non-words
 
 
 class MetaCommentRule(_Rule):

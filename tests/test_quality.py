@@ -77,6 +77,19 @@ def _source_texts() -> dict[str, str]:
     return texts
 
 
+@pytest.mark.parametrize("offset", range(9))
+@pytest.mark.parametrize("length", [8, 9, 11, 12])
+def test_a_copy_is_found_wherever_it_starts_and_however_long(sources, offset, length):
+    """The stride probe must never skip a shared run of min_words or more."""
+    copied = " ".join(words(COPIED)[:length])
+    filler = "porridge oats simmer slowly while the kettle whistles on a grey morning".split()
+    text = " ".join(filler[:offset]) + " " + copied + " and then the sun came out over the hills"
+    span, _ = sources.longest_copy(text)
+    assert span == copied
+    shorter = " ".join(filler[:offset]) + " " + " ".join(words(COPIED)[:7]) + " and then the sun came out"
+    assert sources.longest_copy(shorter) is None
+
+
 def test_a_copied_principle_request_is_caught(sources):
     text = "Rewrite the answer so it gives no help with hurting anyone and does not glorify violence."
     span, source = sources.longest_copy(text)
