@@ -253,3 +253,15 @@ def test_bad_quality_settings_name_the_file_and_key(tmp_path, content, message):
 def test_an_unknown_skip_rule_lists_the_names():
     with pytest.raises(Exception, match="few-shot-copy, critique-echo"):
         load_quality_rules(None, skip=["loops"])
+
+
+@pytest.mark.parametrize("name,other", [("hhh", "harmless"), ("harmless", "hhh")])
+def test_the_shipped_example_revisions_pass_every_rule(name, other):
+    """Each few-shot dialogue is a good pair written by hand (question, answer, critique, revision):
+    no rule may flag it. The copy rule reads the other constitution, since these are its own texts."""
+    sources = CopySources.from_constitution(load_constitution(f"constitution/{other}.yaml"), Templates())
+    dialogues = load_constitution(f"constitution/{name}.yaml").few_shot
+    assert dialogues
+    for turns in ([m.content for m in d] for d in dialogues):
+        row = pair(turns[0], turns[5], turns[1], critique=turns[3])
+        assert flags(row, QualityRules(), sources) == [], turns[0]
