@@ -241,26 +241,47 @@ class CopySources:
 
     def longest_copy(self, text: str | Text, prompt: str | Text = "") -> tuple[str, str] | None:
         """(copied words, source) of the longest run shared with a source, ignoring words the prompt holds."""
-        n = self.min_words
+        n, step = self.min_words, self._step
         tokens = _as_text(text).words
-        if self._probe.isdisjoint(ngrams(tokens, n - self._step + 1, self._step)):
+        probes = ngrams(tokens, n - step + 1, step)
+        if self._probe.isdisjoint(probes):
             return None
-        grams = ngrams(tokens, n)
-        shared = self._keys.intersection(grams)
-        if shared:
-            shared -= set(ngrams(_as_text(prompt).words, n))
-        if not shared:
+        asked: set | None = None
+
+        def shared(i: int) -> bool:
+            """The n words from i are a source's, and not the prompt's."""
+            nonlocal asked
+            if i < 0 or i + n > len(tokens):
+                return False
+            gram = tuple(tokens[i:i + n])
+            if gram not in self._keys:
+                return False
+            if asked is None:
+                asked = set(ngrams(_as_text(prompt).words, n))
+            return gram not in asked
+
+        # Each run of shared n-grams holds a probe hit: grow a run from the n-grams around each hit.
+        start = count = 0
+        done = -1                                    # runs are found left to right; skip what one covered
+        for k, probe in enumerate(probes):
+            if probe not in self._probe:
+                continue
+            for i in range(max(k * step - (step - 1), done + 1), k * step + 1):
+                if shared(i):
+                    first, last = i, i
+                    while shared(first - 1):
+                        first -= 1
+                    while shared(last + 1):
+                        last += 1
+                    done = last
+                    if last - first + 1 > count:
+                        start, count = first, last - first + 1
+                    break
+        if not count:
             return None
-        hits = [i for i, g in enumerate(grams) if g in shared]
-        start = count = run_start = 0                 # the longest run of consecutive hits
-        for k, i in enumerate(hits):
-            if k == 0 or i != hits[k - 1] + 1:
-                run_start = i
-            if i - run_start + 1 > count:
-                start, count = run_start, i - run_start + 1
         # the source of the run's middle, preferring one that also holds its ends (texts may share openings)
-        ends = [self.grams[g] for g in (grams[start], grams[start + count - 1]) if g in self.grams]
-        middle = self.grams[grams[start + count // 2]]
+        grams = [tuple(tokens[i:i + n]) for i in (start, start + count // 2, start + count - 1)]
+        middle, ends = self.grams[grams[1]], (self.grams[grams[0]], self.grams[grams[2]])
         source = max(middle, key=lambda label: sum(label in labels for labels in ends))
         return " ".join(tokens[start:start + count + n - 1]), source
 
@@ -300,9 +321,12 @@ def compression_ratio(text: str) -> float | None:
 def loop_evidence(text: str | Text, rule: RepetitionLoopRule) -> str | None:
     text = _as_text(text)
     tokens = text.words
-    share = repeated_share(text)
-    if share >= rule.max_repeated_share:
-        return f"{share:.0%} of its 3-word phrases repeat"
+    # A repeated 3-gram ends on a repeated word, so the repeated share is at most
+    # (words - distinct words) / 3-grams: most texts are cleared without making their 3-grams.
+    if len(tokens) > 2 and (len(tokens) - len(set(tokens))) / (len(tokens) - 2) >= rule.max_repeated_share:
+        share = repeated_share(text)
+        if share >= rule.max_repeated_share:
+            return f"{share:.0%} of its 3-word phrases repeat"
     # Where there are words, a loop repeats their 3-grams; zlib is for text that is mostly not words
     # ("!!!!", "=====", scripts written without spaces), where the 3-grams see nothing.
     if len(tokens) >= len(text.raw) / 12:
