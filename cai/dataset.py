@@ -21,6 +21,7 @@ from cai.pairs import normalize
 SPLITS = ("train_prefs", "test_prefs", "train_sft", "test_sft")
 DROPPED = "dropped.jsonl"
 SFT_COLUMNS = ("generation_id", "messages", "category", "principle_ids", "model")
+TEST_PROMPT_IN_TRAIN = "prompt also in the test split"
 
 
 EMPTY_PREF = {
@@ -42,6 +43,26 @@ def split_by_prompt(rows: list[dict], test_share: float, seed: int) -> tuple[lis
     train = [r for r in rows if normalize(r["prompt"][0]["content"]) not in test_keys]
     test = [r for r in rows if normalize(r["prompt"][0]["content"]) in test_keys]
     return train, test
+
+
+def split_by_ids(rows: list[dict], test_ids: set[str]) -> tuple[list[dict], list[dict], list[dict]]:
+    """(train, test, leaked): rows of the generations in `test_ids` are the test split, as a source set them.
+
+    A train row whose prompt is also a test prompt is `leaked` (dropped by the
+    caller), so the test split stays unseen in training whatever the source did.
+    """
+    test = [r for r in rows if r["generation_id"] in test_ids]
+    test_keys = {normalize(r["prompt"][0]["content"]) for r in test}
+    train, leaked = [], []
+    for r in rows:
+        if r["generation_id"] not in test_ids:
+            (leaked if normalize(r["prompt"][0]["content"]) in test_keys else train).append(r)
+    return train, test, leaked
+
+
+def leaked_count(rows: list[dict], counts: dict) -> int:
+    """How many of `rows` write_dataset dropped because their prompt is in the source's test split."""
+    return len(rows) - counts["train_prefs"] - counts["test_prefs"]
 
 
 def sft_rows(pref_rows: list[dict]) -> list[dict]:
@@ -67,18 +88,30 @@ def _score_summary(rows: list[dict]) -> dict:
 
 
 def write_dataset(rows: list[dict], out_dir: str | Path, *, test_share: float = 0.1, seed: int = 0,
-                  meta: dict | None = None, dropped_rows: list[dict] | None = None) -> dict:
+                  meta: dict | None = None, dropped_rows: list[dict] | None = None,
+                  test_ids: set[str] | None = None) -> dict:
     """Write `rows` to `out_dir` (replaced atomically) and return the split counts.
 
     `dropped_rows` (each with `drop_reason` and `drop_detail`) go to `dropped.jsonl`,
-    outside the splits, for audits and re-thresholding.
+    outside the splits, for audits and re-thresholding. `test_ids` (generation ids)
+    keeps a source's own test split instead of splitting by prompt here.
     """
     import datasets
     from datasets import Dataset, DatasetDict
 
     datasets.disable_progress_bars()
     meta = meta or {}
-    train, test = split_by_prompt(rows, test_share, seed)
+    if test_ids is None:
+        train, test = split_by_prompt(rows, test_share, seed)
+    else:
+        train, test, leaked = split_by_ids(rows, test_ids)
+        meta = {**meta, "split_note": "The test split is the source's own; a train row whose prompt is also a test\n"
+                                      f"prompt is dropped ({TEST_PROMPT_IN_TRAIN!r}), so no test prompt appears in training."}
+        if leaked:
+            meta = {**meta, "dropped": {**meta.get("dropped", {}), TEST_PROMPT_IN_TRAIN: len(leaked)}}
+            dropped_rows = (dropped_rows or []) + [{**r, "drop_reason": TEST_PROMPT_IN_TRAIN, "drop_detail": ""}
+                                                   for r in leaked]
+        rows = train + test
     splits = {"train_prefs": train, "test_prefs": test, "train_sft": sft_rows(train), "test_sft": sft_rows(test)}
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -120,7 +153,8 @@ def dataset_card(rows: list[dict], counts: dict, meta: dict) -> str:
 
     principles = Counter(p for r in rows for p in r.get("principle_ids", []))
     front = {
-        "pretty_name": f"cai preference data ({meta.get('constitution', {}).get('name', 'constitution')})",
+        "pretty_name": meta.get("pretty_name")
+        or f"cai preference data ({meta.get('constitution', {}).get('name', 'constitution')})",
         "tags": ["constitutional-ai", "preference", "dpo", "cai"],
         "configs": [{"config_name": "default",
                      "data_files": [{"split": s, "path": f"{s}.parquet"} for s in SPLITS]}],
@@ -135,6 +169,8 @@ def dataset_card(rows: list[dict], counts: dict, meta: dict) -> str:
         "strategy": meta.get("strategy", ""),
         "command": meta.get("command", ""),
     }
+    if meta.get("sources"):
+        front["sources"] = list(meta["sources"])
     buf = io.StringIO()
     yaml = YAML()
     yaml.default_flow_style = False
@@ -150,14 +186,21 @@ def dataset_card(rows: list[dict], counts: dict, meta: dict) -> str:
                                 + ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("enabled", "dropped"))
                                 + f" | {r.get('dropped', 0)} |" for name, r in front["quality_rules"].items())
                    + "\n\n")
+    sources = ""
+    if front.get("sources"):
+        keys = list(dict.fromkeys(k for src in front["sources"] for k in src))
+        sources = ("## Sources\n\n| " + " | ".join(keys) + " |\n|" + " --- |" * len(keys) + "\n"
+                   + "\n".join("| " + " | ".join(str(src.get(k, "")) for k in keys) + " |" for src in front["sources"])
+                   + "\n\n")
+    what = meta.get("description") or ("Preference pairs made by critique -> revise under a constitution: "
+                                        "`chosen` is the revised\nresponse, `rejected` the one it replaced.")
     return (
         f"---\n{buf.getvalue()}---\n\n# {front['pretty_name']}\n\n"
-        "Preference pairs made by critique -> revise under a constitution: `chosen` is the revised\n"
-        "response, `rejected` the one it replaced. Rows use TRL's explicit-prompt conversational\n"
+        f"{what} Rows use TRL's explicit-prompt conversational\n"
         "format (`prompt`, `chosen`, `rejected` as message lists); the `*_sft` splits hold `messages`.\n"
-        "Splits are made by prompt, so no test prompt appears in training.\n\n"
+        + (meta.get("split_note") or "Splits are made by prompt, so no test prompt appears in training.") + "\n\n"
         "| split | rows |\n| --- | --- |\n" + "\n".join(lines) + "\n\n"
-        "## Dropped pairs\n\n| reason | pairs |\n| --- | --- |\n" + "\n".join(drops) + "\n\n" + quality +
+        "## Dropped pairs\n\n| reason | pairs |\n| --- | --- |\n" + "\n".join(drops) + "\n\n" + quality + sources +
         f"## Provenance\n\n- model: `{front['model']}`\n- constitution: `{front['constitution']}`\n"
         f"- strategy: `{front['strategy']}`\n- command: `{front['command']}`\n"
     )

@@ -111,7 +111,7 @@ def verify_with_judge(rows: list[dict], cfg: PairsConfig, manifest: dict, source
 
 def build_dataset(cfg: PairsConfig, *, reporter=None) -> dict:
     """Run the whole pairs job and return counts for the summary."""
-    from cai.dataset import write_dataset
+    from cai.dataset import TEST_PROMPT_IN_TRAIN, leaked_count, write_dataset
     from cai.quality import CopySources
     from cai.snapshot import run_sources
 
@@ -159,7 +159,10 @@ def build_dataset(cfg: PairsConfig, *, reporter=None) -> dict:
         rows = verify_with_judge(rows, cfg, manifest, sources, drop)
 
     out = Path(cfg.out) if cfg.out else store.dir / "dataset"
-    counts = write_dataset(rows, out, test_share=cfg.test_share, seed=cfg.seed, dropped_rows=dropped_rows, meta={
+    # Records imported with their source's test split (`split: test`) stay in the test split.
+    held_out = {r["id"] for r in records if r.get("split") == "test"} or None
+    counts = write_dataset(rows, out, test_share=cfg.test_share, seed=cfg.seed, dropped_rows=dropped_rows,
+                           test_ids=held_out, meta={
         "dropped": dict(dropped), "model": manifest["model"]["name"], "strategy": cfg.strategy,
         "constitution": {**manifest["constitution"], "sha256": manifest["fingerprint"]["constitution_sha256"],
                          "snapshot": sources.path if sources.from_snapshot else None},
@@ -169,5 +172,8 @@ def build_dataset(cfg: PairsConfig, *, reporter=None) -> dict:
         if cfg.verify != "none" else None,
         "command": " ".join(["cai", *sys.argv[1:]]),
     })
-    return {"records": len(records), "candidate pairs": n_candidates, "kept pairs": len(rows),
+    leaked = leaked_count(rows, counts)
+    if leaked:
+        dropped[TEST_PROMPT_IN_TRAIN] = leaked
+    return {"records": len(records), "candidate pairs": n_candidates, "kept pairs": len(rows) - leaked,
             "dropped": dict(dropped), "splits": counts, "out": str(out), "note": sources.note}

@@ -131,8 +131,10 @@ def _open(path: Path, field: str, extra: tuple[str, ...], split: str | None) -> 
 
 
 def _text_lines(path: Path) -> Iterator[tuple[str, str]]:
-    """Decode line by line, so a bad byte is reported with its line number."""
-    with path.open("rb") as f:
+    """Decode line by line, so a bad byte is reported with its line number (gzip files read as they stream)."""
+    import gzip
+
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
         for number, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
