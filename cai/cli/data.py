@@ -258,3 +258,8 @@ def import_annotations(
                                meta={"strategy": "human", "command": f"cai data import-annotations {path}"})
         write_pairs_jsonl(result.rows, Path(out) / "pairs.jsonl")
         console.print("splits: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"\ndataset written to {out}")
+
+
+from cai.cli import imports as _imports  # noqa: E402 - `cai data import` and `cai data mix`
+
+_imports.register(app)
