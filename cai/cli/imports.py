@@ -1,4 +1,4 @@
-"""`cai data import`: public preference datasets in."""
+"""`cai data import` and `cai data mix`: public preference datasets in, mixtures out."""
 
 from __future__ import annotations
 
@@ -51,3 +51,31 @@ def register(app: typer.Typer) -> None:
                               "rounds than their rows hold; the middle revisions are left out")
             console.print(f"build pairs with `cai data pairs {out} --strategy final-vs-initial` (or per-round)")
         console.print(_drop_table(f"{result['read']} rows read -> {result['kept']} kept", result["dropped"]))
+
+    @app.command(help="Mix preference datasets by weight (test splits kept whole and apart; the card lists the sources).")
+    def mix(
+        datasets: list[str] = typer.Argument(..., help="Dataset dirs (cai exports, save_to_disk dirs) or cached ids."),
+        out: str = typer.Option(..., help="Dataset directory to write."),
+        weights: Optional[str] = typer.Option(None, help="Shares of the mixed train split, e.g. 0.85,0.15 "
+                                                         "(default: by size)."),
+        seed: int = typer.Option(0, help="Seed of the sampling: the same seed gives the same mix."),
+    ) -> None:
+        from rich.table import Table
+
+        from cai.cli.data import _console, _drop_table
+        from cai.mix import MixConfig, mix_datasets, parse_weights
+
+        result = mix_datasets(MixConfig(sources=datasets, out=out, weights=parse_weights(weights), seed=seed))
+        console = _console()
+        for note in result["notes"]:
+            console.print(f"[yellow]note:[/yellow] {note}")
+        table = Table(title=f"mix written to {out}")
+        for col in ("source", "weight", "train rows", "train used", "test rows"):
+            table.add_column(col, justify="left" if col == "source" else "right")
+        for s in result["sources"]:
+            table.add_row(s["name"], f"{s['weight']:.3f}", str(s["train rows"]), str(s["train used"]),
+                          str(s["test rows"]))
+        console.print(table)
+        console.print("splits: " + ", ".join(f"{k} {v}" for k, v in result["counts"].items()))
+        if result["dropped"]:
+            console.print(_drop_table("dropped", result["dropped"]))
