@@ -54,7 +54,7 @@ def _root(
 
 
 def _register() -> None:
-    from cai.cli import constitution, data, evaluate, generate, render, report, train
+    from cai.cli import constitution, data, evaluate, generate, monitor, render, report, train
 
     render.register(constitution.app)
     app.add_typer(constitution.app, name="constitution")
@@ -63,6 +63,7 @@ def _register() -> None:
     app.add_typer(train.app, name="train")
     app.add_typer(evaluate.app, name="eval")
     app.add_typer(report.app, name="report")
+    monitor.register(app)
 
 
 _register()

@@ -1,0 +1,457 @@
+"""`cai monitor RESPONSES.jsonl`: safety rates of responses that already exist, over time.
+
+The alignment guide's real-time monitoring for a deployed model's logs: each line
+holds `prompt` and `response` (optionally `timestamp` and `model`). Every response
+is scored with `cai eval`'s classifiers (the toxicity scorer, the bias heuristic,
+the refusal phrases) and, with `--judge-model`, the AI-feedback judge (the safety
+score). Consecutive lines form windows of `--window` responses; each window and
+the whole log get the safety score, toxicity rate, bias rate, refusal rate, with
+95% bootstrap intervals.
+
+Alerts, one line each, and exit code 1:
+- a breached threshold (the gate file's checks, the guide's defaults unless
+  `--thresholds`): the first window that breaches it, how many do, the overall value;
+- drift against `--baseline` (a `cai eval` metrics.json or an earlier monitor.json):
+  a window whose interval lies wholly beyond the baseline's interval, in the worse
+  direction. Drift in the better direction is recorded, not alerted.
+A metric the thresholds name but the monitor cannot measure (the safety score
+without a judge) is noted and skipped.
+
+`follow` reads a growing file like `tail -f` (a canary deployment): each window is
+scored, printed and written as it fills; the last partial window is scored when
+the file stops growing for `idle_timeout` seconds or on Ctrl-C. Outputs in the out
+dir: `monitor.json`, `scored.jsonl` (every response with its scores) and
+`monitor.html` (rates over time, in the report's look).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from cai.errors import CaiError, located
+from cai.evaluation.metrics import METRICS
+
+MONITOR_METRICS = ("safety_score", "harmless_rate", "toxicity_rate", "mean_toxicity", "bias_rate", "refusal_rate")
+JUDGE_METRICS = ("safety_score", "harmless_rate")
+PLOTTED = ("safety_score", "toxicity_rate", "bias_rate", "refusal_rate")     # and checked for drift
+TEMPLATE = "monitor.html.j2"
+# Where a monitored log reads a metric differently from `cai eval`'s held-out prompt sets.
+MEANINGS = {name: METRICS[name].description for name in MONITOR_METRICS} | {
+    "refusal_rate": "share of responses that decline (refusal phrases in their opening)"}
+
+
+@dataclass
+class MonitorConfig:
+    responses: str
+    window: int = 100                        # responses per window, in file order
+    thresholds: str | None = None            # gate YAML (recipes/gate.yaml); None: the guide's thresholds
+    baseline: str | None = None              # metrics.json of `cai eval` or an earlier monitor.json
+    out: str | None = None                   # default: runs/monitor-<file stem>
+    judge_model: str | None = None           # the safety score needs the judge
+    scorer: str = "toxic-bilstm"
+    scorer_options: dict = field(default_factory=dict)
+    toxicity_threshold: float = 0.7
+    follow: bool = False
+    poll_seconds: float = 1.0
+    idle_timeout: float | None = None        # follow: stop when the file has not grown for this many seconds
+    n_resamples: int = 2000
+    seed: int = 0
+
+
+# --- reading the log ---------------------------------------------------------------------
+
+class LogReader:
+    """Complete lines of a JSONL file that may still be growing; a torn last line waits for its end."""
+
+    def __init__(self, path: Path):
+        if not path.is_file():
+            raise located(path, "", "file not found" if not path.exists() else "not a file")
+        self.path = path
+        self.offset = 0
+        self.line = 0
+
+    def read(self, *, final: bool) -> list[tuple[int, dict]]:
+        """(line number, row) of the lines written since the last call; `final` reads a torn last line too."""
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+        if not final:
+            data = data[:data.rfind(b"\n") + 1]
+        self.offset += len(data)
+        rows = []
+        for raw in data.splitlines():
+            self.line += 1
+            if raw.strip():
+                rows.append((self.line, self._row(raw)))
+        return rows
+
+    def _row(self, raw: bytes) -> dict:
+        where = f"line {self.line}"
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise located(self.path, where, f"not valid UTF-8 (bad byte at offset {e.start})") from None
+        except json.JSONDecodeError as e:
+            raise located(self.path, where, f"invalid JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise located(self.path, where, "expected a JSON object with prompt and response")
+        for name in ("prompt", "response"):
+            if name not in row:
+                raise located(self.path, where, f"{name}: missing (a monitored line has prompt and response, "
+                                                f"optionally timestamp and model; this line has: {', '.join(row) or 'none'})")
+            if not isinstance(row[name], str):
+                raise located(self.path, where, f"{name}: must be a string")
+        if row.get("timestamp") is not None and (isinstance(row["timestamp"], bool)
+                                                 or not isinstance(row["timestamp"], (str, int, float))):
+            raise located(self.path, where, "timestamp: must be a string or a number")
+        if row.get("model") is not None and not isinstance(row["model"], str):
+            raise located(self.path, where, "model: must be a string")
+        return {"line": self.line, "prompt": row["prompt"], "response": row["response"],
+                "timestamp": row.get("timestamp"), "model": row.get("model") or ""}
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+class Scoring:
+    """The classifiers of `cai eval`, loaded once: toxicity, bias, refusal, and the judge if asked."""
+
+    def __init__(self, cfg: MonitorConfig):
+        from cai.safety.registry import create_scorer
+
+        self.toxicity = create_scorer(cfg.scorer, **cfg.scorer_options)
+        if "toxicity" not in self.toxicity.columns:
+            raise CaiError(f"--scorer {cfg.scorer}: has no `toxicity` column; use toxic-bilstm or detoxify")
+        self.bias = create_scorer("bias")
+        self.judge = create_scorer("judge", model=cfg.judge_model) if cfg.judge_model else None
+        self.threshold = cfg.toxicity_threshold
+
+    def score(self, rows: list[dict]) -> None:
+        from cai.refusal import refusal_match
+
+        texts = [r["response"] for r in rows]
+        for row, tox, bias in zip(rows, self.toxicity.score(texts), self.bias.score(texts)):
+            match = refusal_match(row["response"])
+            row.update(toxicity=float(tox["toxicity"]), toxic=float(tox["toxicity"] > self.threshold),
+                       bias=float(bias["bias"]), biased=float(bias["biased"]), refusal=float(bool(match)),
+                       refusal_match=match)
+        if self.judge is not None:
+            for row, s in zip(rows, self.judge.score_pairs([(r["prompt"], r["response"]) for r in rows])):
+                row["harmless"] = s["harmless"]
+
+    def close(self) -> None:
+        for scorer in (self.toxicity, self.bias, self.judge):
+            if scorer is not None:
+                scorer.close()
+
+
+def metric_values(rows: list[dict], name: str) -> list[float] | None:
+    """Per-response values whose mean is the metric; None when it was not measured."""
+    if name in JUDGE_METRICS:
+        if not rows or any("harmless" not in r for r in rows):
+            return None
+        return [r["harmless"] if name == "safety_score" else float(r["harmless"] > 0.5) for r in rows]
+    column = {"toxicity_rate": "toxic", "mean_toxicity": "toxicity", "bias_rate": "biased",
+              "refusal_rate": "refusal"}[name]
+    return [r[column] for r in rows]
+
+
+def estimates(rows: list[dict], *, n_resamples: int, seed: int) -> dict:
+    from cai.stats import estimate
+
+    out = {}
+    for name in MONITOR_METRICS:
+        values = metric_values(rows, name)
+        if values is not None:
+            out[name] = estimate(values, n_resamples=n_resamples, seed=seed).to_dict()
+    return out
+
+
+# --- thresholds and drift -----------------------------------------------------------------
+
+def load_baseline(path: str) -> tuple[dict, float | None]:
+    """({metric: {value, ci}}, its toxicity threshold) from a `cai eval` metrics.json or a monitor.json."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CaiError(f"{path}: baseline file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CaiError(f"{path}: not valid JSON ({err})") from None
+    if isinstance(data, dict) and data.get("kind") == "cai-monitor":
+        return data["overall"]["metrics"], (data.get("config") or {}).get("toxicity_threshold")
+    if isinstance(data, dict) and isinstance(data.get("metrics"), dict) and isinstance(data["metrics"].get("model"), dict):
+        return data["metrics"]["model"], data.get("toxicity_threshold")
+    raise CaiError(f"{path}: not a baseline: expected a `cai eval` metrics.json (metrics.model) or a monitor.json")
+
+
+def drift(window: dict, baseline: dict) -> list[dict]:
+    """Metrics whose window interval lies wholly above or below the baseline's interval."""
+    found = []
+    for name, entry in window["metrics"].items():
+        if name not in PLOTTED:
+            continue
+        base = baseline.get(name) or {}
+        lo, hi = entry.get("ci") or (None, None)
+        blo, bhi = base.get("ci") or (None, None)
+        if None in (lo, hi, blo, bhi):
+            continue
+        direction = "up" if lo > bhi else "down" if hi < blo else None
+        if direction:
+            better = METRICS[name].better
+            worse = (direction == "up" and better == "lower") or (direction == "down" and better == "higher")
+            found.append({"window": window["index"], "metric": name, "direction": direction, "worse": worse,
+                          "value": entry["value"], "ci": entry["ci"], "baseline": base["value"], "baseline_ci": base["ci"]})
+    return found
+
+
+def breaches(gate, window: dict) -> list:
+    """The gate's failed checks on one window's (or the overall) metrics; unmeasured metrics are not failures."""
+    from cai.gate import check_gate
+
+    return [r for r in check_gate(gate, {"metrics": {"model": window["metrics"]}}) if not r.passed and r.value is not None]
+
+
+def _lines(window: dict) -> str:
+    return f"lines {window['first_line']}-{window['last_line']}"
+
+
+def alert_lines(windows: list[dict], overall: dict, breached: dict, drifted: list[dict]) -> list[str]:
+    """One line per breached threshold and per metric drifting the worse way."""
+    by_index = {w["index"]: w for w in windows}
+    out = []
+    for (metric, op, threshold), hits in breached.items():
+        bad = "<" if op == ">=" else ">"
+        value = (overall["metrics"].get(metric) or {}).get("value")
+        in_windows = [(k, v) for k, v in hits if k]
+        if not in_windows:
+            out.append(f"breach: {metric} {bad} {threshold:g} overall ({value:.3g}), in no single window")
+            continue
+        first = by_index[in_windows[0][0]]
+        out.append(f"breach: {metric} {bad} {threshold:g} first in window {first['index']} ({_lines(first)}, "
+                   f"{in_windows[0][1]:.3g}); {len(in_windows)} of {len(windows)} windows; overall {value:.3g}")
+    worse: dict[str, list[dict]] = {}
+    for d in drifted:
+        if d["worse"]:
+            worse.setdefault(d["metric"], []).append(d)
+    for metric, items in worse.items():
+        d, w = items[0], by_index[items[0]["window"]]
+        verb = "rose" if d["direction"] == "up" else "fell"
+        out.append(f"drift: {metric} {verb} in window {d['window']} ({_lines(w)}): {d['value']:.3g} "
+                   f"[{d['ci'][0]:.2f}, {d['ci'][1]:.2f}] vs baseline {d['baseline']:.3g} "
+                   f"[{d['baseline_ci'][0]:.2f}, {d['baseline_ci'][1]:.2f}]; {len(items)} of {len(windows)} windows")
+    return out
+
+
+# --- the job ------------------------------------------------------------------------------
+
+class Monitor:
+    """Windows scored so far, the overall rates, and what they breach; `add` takes one window's rows."""
+
+    def __init__(self, cfg: MonitorConfig):
+        from cai.gate import load_gate
+
+        if cfg.window < 1:
+            raise CaiError(f"--window: must be at least 1, got {cfg.window}")
+        if not 0 <= cfg.toxicity_threshold <= 1:
+            raise CaiError(f"--toxicity-threshold: must be in [0, 1], got {cfg.toxicity_threshold}")
+        self.cfg = cfg
+        self.gate = load_gate(cfg.thresholds)
+        self.notes: list[str] = []
+        self.baseline, base_threshold = load_baseline(cfg.baseline) if cfg.baseline else ({}, None)
+        if base_threshold is not None and base_threshold != cfg.toxicity_threshold:
+            self.notes.append(f"the baseline counts toxicity above {base_threshold:g}, this monitor above "
+                              f"{cfg.toxicity_threshold:g}: toxicity_rate is not comparable")
+        for name in self.gate.checks:
+            if name not in MONITOR_METRICS:
+                self.notes.append(f"threshold on {name} skipped: cai monitor does not measure it")
+            elif name in JUDGE_METRICS and not cfg.judge_model:
+                self.notes.append(f"threshold on {name} skipped: it needs the judge (--judge-model)")
+        self.rows: list[dict] = []
+        self.windows: list[dict] = []
+        self.drift: list[dict] = []
+        self.breached: dict[tuple, list[tuple[int, float]]] = {}     # (metric, op, threshold) -> [(window, value)]
+
+    def add(self, rows: list[dict], scoring: Scoring, *, partial: bool = False) -> dict:
+        scoring.score(rows)
+        self.rows += rows
+        opts = {"n_resamples": self.cfg.n_resamples, "seed": self.cfg.seed}
+        stamps = [r["timestamp"] for r in rows if r["timestamp"] is not None]
+        window = {"index": len(self.windows) + 1, "first_line": rows[0]["line"], "last_line": rows[-1]["line"],
+                  "n": len(rows), "partial": partial, "first_timestamp": stamps[0] if stamps else None,
+                  "last_timestamp": stamps[-1] if stamps else None,
+                  "models": sorted({r["model"] for r in rows if r["model"]}), "metrics": estimates(rows, **opts)}
+        failed = breaches(self.gate, window)
+        window["breaches"] = [r.message for r in failed]
+        for r in failed:
+            self.breached.setdefault((r.metric, r.op, r.threshold), []).append((window["index"], r.value))
+        window["drift"] = drift(window, self.baseline) if self.baseline else []
+        self.drift += window["drift"]
+        self.windows.append(window)
+        return window
+
+    def result(self, stopped: str) -> dict:
+        """monitor.json's content; the overall rates are bootstrapped here, over every response so far."""
+        opts = {"n_resamples": self.cfg.n_resamples, "seed": self.cfg.seed}
+        overall = {"n": len(self.rows), "metrics": estimates(self.rows, **opts)}
+        breached = dict(self.breached)
+        for r in breaches(self.gate, overall):            # the whole log can breach with no single window doing so
+            breached.setdefault((r.metric, r.op, r.threshold), []).append((0, r.value))
+        models = sorted({r["model"] for r in self.rows if r["model"]})
+        return {
+            "kind": "cai-monitor", "version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "config": asdict(self.cfg), "input": self.cfg.responses, "stopped": stopped,
+            "scorer": self.cfg.scorer, "judge": self.cfg.judge_model,
+            "thresholds": {"source": self.cfg.thresholds or "built-in defaults (alignment guide)",
+                           "compare": self.gate.compare, "passed": not breached,
+                           "checks": [{"metric": name, "op": op, "threshold": t}
+                                      for name, bound in self.gate.checks.items()
+                                      for op, t in ((">=", bound.min), ("<=", bound.max)) if t is not None]},
+            "baseline": {"path": self.cfg.baseline, "metrics": self.baseline} if self.cfg.baseline else None,
+            "overall": overall,
+            "by_model": ({m: {"n": sum(r["model"] == m for r in self.rows),
+                              "metrics": estimates([r for r in self.rows if r["model"] == m], **opts)}
+                          for m in models} if len(models) > 1 else {}),
+            "windows": self.windows, "drift": self.drift,
+            "breaches": [{"metric": m, "op": op, "threshold": t, "windows": [k for k, _ in hits if k]}
+                         for (m, op, t), hits in breached.items()],
+            "alerts": alert_lines(self.windows, overall, breached, self.drift),
+            "notes": self.notes,
+        }
+
+
+def default_out(cfg: MonitorConfig) -> Path:
+    if cfg.out:
+        return Path(cfg.out)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(cfg.responses).stem).strip("-") or "responses"
+    return Path("runs") / f"monitor-{slug}"
+
+
+def run_monitor(cfg: MonitorConfig, *, on_window: Callable[[dict], None] | None = None) -> dict:
+    """Score the log window by window (following it if asked); write the outputs; return monitor.json's dict."""
+    reader = LogReader(Path(cfg.responses))
+    monitor = Monitor(cfg)
+    out = default_out(cfg)
+    scoring = Scoring(cfg)
+    scored = Scored(out / "scored.jsonl")
+    pending: list[dict] = []
+    stopped = "end of file"
+    try:
+        last_growth = time.monotonic()
+        while True:
+            new = reader.read(final=not cfg.follow)
+            if new:
+                last_growth = time.monotonic()
+            pending += [row for _, row in new]
+            while len(pending) >= cfg.window:
+                window = monitor.add(pending[:cfg.window], scoring)
+                scored.append(pending[:cfg.window])
+                pending = pending[cfg.window:]
+                if cfg.follow:
+                    write_outputs(out, monitor.result("following"), monitor.rows)
+                if on_window:
+                    on_window(window)
+            if not cfg.follow:
+                break
+            if cfg.idle_timeout is not None and time.monotonic() - last_growth >= cfg.idle_timeout:
+                stopped = f"no new lines for {cfg.idle_timeout:g} s"
+                break
+            time.sleep(cfg.poll_seconds)
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    try:
+        if cfg.follow:
+            pending += [row for _, row in reader.read(final=True)]
+        if pending:
+            window = monitor.add(pending, scoring, partial=len(pending) < cfg.window)
+            scored.append(pending)
+            if on_window:
+                on_window(window)
+    finally:
+        scoring.close()
+    if not monitor.rows:
+        raise located(cfg.responses, "", "no responses to monitor (the file has no lines)")
+    result = monitor.result(stopped)
+    write_outputs(out, result, monitor.rows)
+    result["out"] = str(out)
+    return result
+
+
+class Scored:
+    """scored.jsonl, started empty and appended window by window (a long follow never rewrites it)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.started = False
+
+    def append(self, rows: list[dict]) -> None:
+        if not self.started:            # the first window replaces what an earlier run left
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")
+            self.started = True
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def write_outputs(out: Path, result: dict, rows: list[dict]) -> None:
+    """monitor.json and monitor.html, each replaced whole."""
+    from cai.store import write_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "monitor.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(out / "monitor.html", render_html(result, rows))
+
+
+# --- the page -----------------------------------------------------------------------------
+
+def plot_rates(result: dict):
+    """Each rate per window with its interval; dashed red: thresholds; grey band: the baseline's interval."""
+    from cai.report import COLORS, Plot, _plt, _png
+
+    windows = result["windows"]
+    names = [n for n in PLOTTED if any(n in w["metrics"] for w in windows)]
+    if not windows or not names:
+        return None
+    baseline = (result.get("baseline") or {}).get("metrics") or {}
+    drifted = {(d["metric"], d["window"]) for d in result["drift"] if d["worse"]}
+    plt = _plt()
+    fig, axes = plt.subplots(len(names), 1, figsize=(8.5, 1.9 * len(names) + 0.6), sharex=True, squeeze=False)
+    x = [w["index"] for w in windows]
+    for ax, name in zip(axes[:, 0], names):
+        points = [(w["index"], w["metrics"][name]) for w in windows if name in w["metrics"]]
+        xs = [k for k, _ in points]
+        ax.fill_between(xs, [e["ci"][0] for _, e in points], [e["ci"][1] for _, e in points],
+                        color=COLORS["model"], alpha=0.2, linewidth=0)
+        ax.plot(xs, [e["value"] for _, e in points], marker="o", markersize=3, color=COLORS["model"])
+        base = baseline.get(name)
+        if base and base.get("ci") and None not in base["ci"]:
+            ax.axhspan(base["ci"][0], base["ci"][1], color=COLORS["baseline"], alpha=0.25, linewidth=0)
+            ax.axhline(base["value"], color=COLORS["baseline"], linestyle=":", linewidth=1)
+        for check in result["thresholds"]["checks"]:
+            if check["metric"] == name:
+                ax.axhline(check["threshold"], color="#c0504d", linestyle="--", linewidth=1.2)
+                over = [(k, e["value"]) for k, e in points if (e["value"] < check["threshold"] if check["op"] == ">="
+                                                               else e["value"] > check["threshold"])]
+                ax.plot([k for k, _ in over], [v for _, v in over], "o", color="#c0504d", markersize=5)
+        flagged = [(k, e["value"]) for k, e in points if (name, k) in drifted]
+        if flagged:
+            ax.plot([k for k, _ in flagged], [v for _, v in flagged], "x", color="#c0504d", markersize=9, mew=2)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel(name.replace("_", " "), fontsize=8)
+    axes[-1, 0].set_xlabel("window (blue: value and 95% CI; dashed red: threshold, red dot: breach; grey: baseline CI; "
+                           "x: drift)")
+    axes[-1, 0].set_xticks(x if len(x) <= 30 else x[::max(1, len(x) // 30)])
+    fig.suptitle("Rates over time", fontsize=10)
+    return Plot("Rates over time", _png(fig), "per-window rates with intervals, thresholds and baseline")
+
+
+def render_html(result: dict, rows: list[dict]) -> str:
+    from cai.report import environment
+
+    worst = sorted(rows, key=lambda r: -r.get("toxicity", 0.0))[:5]
+    return environment().get_template(TEMPLATE).render(
+        result=result, plot=plot_rates(result), meanings=MEANINGS, names=MONITOR_METRICS, worst=worst,
+        name=Path(result["input"]).name)
