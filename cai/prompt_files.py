@@ -193,10 +193,7 @@ def _dataset_rows(path: Path, field: str, extra: tuple[str, ...], split: str | N
         raise located(path, "", f"directory is not a saved Hugging Face dataset (no state.json or dataset_dict.json); expected {_FORMATS}")
     import datasets
 
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except (OSError, ValueError) as e:
-        raise located(path, "", f"cannot load the saved dataset: {_one_line(e)}") from None
+    loaded = load_saved(path)
     if isinstance(loaded, datasets.DatasetDict):
         name = split or "train"
         if name not in loaded:
@@ -208,6 +205,16 @@ def _dataset_rows(path: Path, field: str, extra: tuple[str, ...], split: str | N
         dataset, source = loaded, str(path)
     columns = _columns(source, dataset.column_names, field, extra)
     return source, _batch_rows(dataset.select_columns(columns).iter(batch_size=_BATCH))
+
+
+def load_saved(path: Path):
+    """A `save_to_disk` folder as a Dataset or DatasetDict; a folder that does not load is one line."""
+    import datasets
+
+    try:
+        return datasets.load_from_disk(str(path))
+    except (OSError, ValueError) as e:
+        raise located(path, "", f"cannot load the saved dataset: {_one_line(e)}") from None
 
 
 def _columns(source: Any, names: list[str], field: str, extra: tuple[str, ...]) -> list[str]:

@@ -127,17 +127,13 @@ def evaluate(
 
     from cai.errors import CaiError
     from cai.evaluation.run import EvalConfig, run_eval
+    from cai.safety.registry import parse_scorer_options
 
     if prompts is None:
         raise CaiError("--prompts is required (e.g. --prompts data/eval_red_team.jsonl)")
     if baseline and no_baseline:
         raise CaiError("--baseline and --no-baseline exclude each other")
-    options = {}
-    for item in scorer_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CaiError(f"--scorer-option: expected KEY=VALUE, got {item!r}")
-        options[key.strip()] = value
+    options = parse_scorer_options(scorer_option)
     cfg = EvalConfig(prompts=prompts, helpful_prompts=helpful_prompts, model=model, adapter=adapter,
                      baseline=baseline, no_baseline=no_baseline, reward_model=reward_model, judge=judge,
                      judge_model=judge_model, constitution=constitution, scorer=scorer, scorer_options=options,

@@ -31,17 +31,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from rich.console import Console
 
-        from cai.errors import CaiError
         from cai.evaluation.monitor import MonitorConfig, run_monitor
+        from cai.safety.registry import parse_scorer_options
 
-        options = {}
-        for item in scorer_option:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise CaiError(f"--scorer-option: expected KEY=VALUE, got {item!r}")
-            options[key.strip()] = value
         cfg = MonitorConfig(responses=responses, window=window, thresholds=thresholds, baseline=baseline, out=out,
-                            judge_model=judge_model, scorer=scorer, scorer_options=options,
+                            judge_model=judge_model, scorer=scorer, scorer_options=parse_scorer_options(scorer_option),
                             toxicity_threshold=toxicity_threshold, follow=follow, idle_timeout=idle_timeout, seed=seed)
         console = Console(stderr=True)
         shown = ("safety_score", "toxicity_rate", "bias_rate", "refusal_rate")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cai.errors import CaiError, located
-from cai.prompt_files import _batch_rows, _jsonl_rows, _one_line
+from cai.prompt_files import _batch_rows, _jsonl_rows, _one_line, load_saved
 
 GENERIC_SPLITS = ("train", "test", "validation", "valid", "dev")
 # JSON files that describe a dataset rather than hold its rows.
@@ -144,10 +144,7 @@ def _saved_parts(folder: Path) -> list[Part]:
     import datasets
 
     datasets.disable_progress_bars()
-    try:
-        loaded = datasets.load_from_disk(str(folder))
-    except (OSError, ValueError) as err:
-        raise located(folder, "", f"cannot load the saved dataset: {_one_line(err)}") from None
+    loaded = load_saved(folder)
     if isinstance(loaded, datasets.DatasetDict):
         return [Part(f"{folder}[{name}]", name, _dataset_reader(ds)) for name, ds in loaded.items()]
     return [Part(str(folder), None, _dataset_reader(loaded))]
