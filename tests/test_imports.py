@@ -120,11 +120,13 @@ def _hh_layouts(tmp_path: Path, monkeypatch) -> dict[str, str]:
         shutil.copy(tmp_path / "tmp" / s / "data-00000-of-00001.arrow", built / f"hh-rlhf-{s}.arrow")
     (built / "dataset_info.json").write_text("{}")
     DatasetDict({s: Dataset.from_list(rows) for s, rows in splits.items()}).save_to_disk(str(tmp_path / "saved"))
-    (tmp_path / "pq").mkdir()
-    for s, rows in splits.items():
-        Dataset.from_list(rows).to_parquet(str(tmp_path / "pq" / f"{s}-00000-of-00001.parquet"))
+    (tmp_path / "pq").mkdir()                      # train in two shards, as the hub's parquet conversion writes it
+    shards = {"train-00000-of-00002": splits["train"][:5], "train-00001-of-00002": splits["train"][5:],
+              "test-00000-of-00001": splits["test"]}
+    for name, rows in shards.items():
+        Dataset.from_list(rows).to_parquet(str(tmp_path / "pq" / f"{name}.parquet"))
     return {"hub id": "Anthropic/hh-rlhf", "datasets cache": str(built.parents[2]),
-            "save_to_disk": str(tmp_path / "saved"), "parquet folder": str(tmp_path / "pq")}
+            "save_to_disk": str(tmp_path / "saved"), "parquet shards": str(tmp_path / "pq")}
 
 
 def test_hh_rlhf_reads_the_same_pairs_from_every_layout_on_disk(tmp_path, monkeypatch):
@@ -135,6 +137,8 @@ def test_hh_rlhf_reads_the_same_pairs_from_every_layout_on_disk(tmp_path, monkey
         _invoke(["data", "import", "hh-rlhf", source, "--out", out])
         pairs = {split: sorted(json.dumps([r["prompt"], r["chosen"], r["rejected"]]) for r in _rows(out, split))
                  for split in ("train_prefs", "test_prefs")}
+        ids = [r["generation_id"] for split in ("train_prefs", "test_prefs") for r in _rows(out, split)]
+        assert len(set(ids)) == len(ids), name
         expected = expected or pairs
         assert pairs == expected, name
     assert len(expected["train_prefs"]) == 5 and len(expected["test_prefs"]) == 3

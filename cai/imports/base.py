@@ -54,17 +54,15 @@ class ImportConfig:
 
 @dataclass
 class RowContext:
-    """Where a row came from: messages name `label` and `where`; `folder` is the file's folder in the source."""
+    """Where a row came from: messages name `label` and `where`; `folder` is the file's folder in the source,
+    `part_name` (its file or split) with `index` makes an id unique within the source."""
 
     label: str
     where: str
     split: str | None
     index: int
     folder: str = ""
-
-    @property
-    def part_name(self) -> str:
-        return "/".join(x for x in (self.folder, self.split or "") if x) or "data"
+    part_name: str = "data"
 
 
 class Importer(ABC):

@@ -54,7 +54,7 @@ def run_import(cfg: ImportConfig) -> dict:
         for index, (where, row) in enumerate(part.rows()):
             if cfg.limit is not None and read[key] >= cfg.limit:
                 break
-            ctx = RowContext(part.label, where, part.split, index, part.folder)
+            ctx = RowContext(part.label, where, part.split, index, part.folder, part.name)
             try:
                 importer.check(row, ctx)
             except SkipPart as why:

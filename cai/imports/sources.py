@@ -46,6 +46,7 @@ class Part:
     split: str | None                   # the source's split name; None when it has none
     rows: Callable[[], Rows]            # (where, row) pairs, read on demand
     folder: str = ""                    # the file's folder inside the source ("harmless-base"), if any
+    name: str = "data"                  # unique within the source: the file's path in it, or the split
 
 
 @dataclass
@@ -146,7 +147,7 @@ def _saved_parts(folder: Path) -> list[Part]:
     datasets.disable_progress_bars()
     loaded = load_saved(folder)
     if isinstance(loaded, datasets.DatasetDict):
-        return [Part(f"{folder}[{name}]", name, _dataset_reader(ds)) for name, ds in loaded.items()]
+        return [Part(f"{folder}[{name}]", name, _dataset_reader(ds), name=name) for name, ds in loaded.items()]
     return [Part(str(folder), None, _dataset_reader(loaded))]
 
 
@@ -174,12 +175,13 @@ def _file_part(path: Path, root: Path, known: tuple[str, ...]) -> Part:
     except ValueError:
         folder = ""
     split = split_of(path, root, known)
+    name = "/".join(x for x in (folder, path.name.split(".")[0]) if x)
     if path.suffix == ".parquet":
-        return Part(str(path), split, lambda: _parquet_rows(path), folder)
+        return Part(str(path), split, lambda: _parquet_rows(path), folder, name)
     if path.suffix == ".arrow":
-        return Part(str(path), split, lambda: _arrow_rows(path), folder)
+        return Part(str(path), split, lambda: _arrow_rows(path), folder, name)
     if path.name.endswith(JSON_SUFFIXES):
-        return Part(str(path), split, lambda: _json_rows(path), folder)
+        return Part(str(path), split, lambda: _json_rows(path), folder, name)
     raise located(path, "", f"unknown format; expected {_FORMATS}")
 
 

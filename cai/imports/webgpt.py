@@ -24,8 +24,8 @@ class WebGPT(Importer):
             raise Skip("tie", f"both scored {scores[0]:g}")
         best = 0 if scores[0] > scores[1] else 1
         qid, dataset = get(row, "question.id"), get(row, "question.dataset")
-        return pair_row(f"webgpt:{qid if isinstance(qid, str) else ctx.part_name}:{ctx.index}",
-                        [{"role": "user", "content": question}], answers[best], answers[1 - best],
-                        source=f"{ctx.label}: {ctx.where}", strategy="import:webgpt",
+        return pair_row(f"webgpt:{ctx.part_name}:{ctx.index}", [{"role": "user", "content": question}],
+                        answers[best], answers[1 - best], source=f"{ctx.label}: {ctx.where}", strategy="import:webgpt",
                         category=slug(dataset) if isinstance(dataset, str) else "",
+                        question_id=qid if isinstance(qid, str) else "",
                         source_score_chosen=scores[best], source_score_rejected=scores[1 - best])
