@@ -225,6 +225,10 @@ def test_webgpt_drops_ties_and_prefers_the_higher_score(tmp_path, tiny_model_dir
     assert vaccine["source_score_chosen"] == 0.5 and vaccine["category"] == "eli5"
     assert all(r["prompt"] == [{"role": "user", "content": r["prompt"][0]["content"]}] for r in rows)
     assert not any("extract" in r["prompt"][0]["content"] for r in rows)       # the quotes stay out of the prompt
+    _invoke(["data", "import", "webgpt", FIXTURES / "webgpt", "--out", tmp_path / "scored", "--score"])
+    scored = _rows(tmp_path / "scored", "train_prefs")
+    assert all(0.0 <= r["chosen_toxicity"] <= 1.0 and "rejected_biased" in r for r in scored)
+    assert "chosen_toxicity" in _card(tmp_path / "scored")["scores"]
     _train_one_dpo_step(out, tiny_model_dir, tmp_path / "dpo")
 
 
