@@ -84,7 +84,7 @@ def test_hh_rlhf_keeps_multi_turn_prompts_drops_with_reasons_and_trains(tmp_path
     assert card["dropped"] == {"transcripts do not share a prefix": 1, "does not end with an assistant turn": 1,
                                "duplicate": 1, "chosen identical to rejected": 1, "prompt also in the test split": 1}
     assert [c["data_files"] for c in card["configs"]][0][0] == {"split": "train_prefs", "path": "train_prefs.parquet"}
-    assert {s["split"]: (s["rows read"], s["kept"]) for s in card["sources"]} == {"train": (10, 6), "test": (3, 3)}
+    assert {s["split"]: (s["rows read"], s["converted"]) for s in card["sources"]} == {"train": (10, 6), "test": (3, 3)}
     train, test = _rows(out, "train_prefs"), _rows(out, "test_prefs")
     # the source's test split is the test split; the train row sharing a test prompt is gone
     assert len(test) == 3 and all("/test.jsonl" in r["source"] for r in test)

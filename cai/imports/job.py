@@ -11,11 +11,25 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
 
 from cai.errors import CaiError
 from cai.imports.base import ImportConfig, RowContext, Skip, SkipPart, content_key
 
 DUPLICATE = "duplicate"
+
+
+@dataclass
+class _Read:
+    """What reading the source gave: converted rows (and which are test or unsplit), drops, counts per split."""
+
+    rows: list[dict] = field(default_factory=list)
+    test: list[dict] = field(default_factory=list)
+    unsplit: list[dict] = field(default_factory=list)
+    dropped: Counter = field(default_factory=Counter)
+    dropped_rows: list[dict] = field(default_factory=list)
+    read: Counter = field(default_factory=Counter)
+    converted: Counter = field(default_factory=Counter)
 
 
 def run_import(cfg: ImportConfig) -> dict:
@@ -28,6 +42,26 @@ def run_import(cfg: ImportConfig) -> dict:
     source = open_source(cfg.source, importer.splits)
     importer.source = source
     notes = list(source.notes)
+    mapping = _split_map(source, importer, cfg, notes)
+    got = _read(source, importer, cfg, mapping, notes)
+    if not any(got.read.values()):
+        raise CaiError(f"{cfg.source}: no rows read" + (f" ({'; '.join(notes)})" if notes else ""))
+
+    test_ids = _test_ids(got.test, got.unsplit, cfg) if got.test else None
+    sources = [{"format": cfg.format, "source": cfg.source, "split": split or "(none)",
+                "as": mapping.get(split, "skip") if split else "unsplit",
+                "rows read": got.read[split], "converted": got.converted[split]} for split in sorted(got.read)]
+    meta = {"dropped": dict(got.dropped), "strategy": f"import:{cfg.format}", "sources": sources,
+            "command": " ".join(["cai", *sys.argv[1:]])}
+    counts = importer.write(got.rows, test_ids, got.dropped_rows, meta)
+    dropped_on_write = sum(meta["dropped"].values()) - sum(got.dropped.values())
+    return {"format": cfg.format, "source": str(source.path), "read": sum(got.read.values()),
+            "kept": len(got.rows) - dropped_on_write, "dropped": meta["dropped"], "counts": counts, "out": cfg.out,
+            "notes": notes, "output": importer.output, "sources": sources}
+
+
+def _split_map(source, importer, cfg: ImportConfig, notes: list[str]) -> dict[str, str]:
+    """Source split -> train | test | skip: the format's defaults, then --split-map; unmapped splits are noted."""
     present = sorted({p.split for p in source.parts if p.split is not None})
     for name in cfg.split_map:
         if name not in present:
@@ -37,22 +71,20 @@ def run_import(cfg: ImportConfig) -> dict:
     unmapped = [s for s in present if s not in mapping]
     if unmapped:
         notes.append(f"split(s) {', '.join(unmapped)} skipped (map them with --split-map NAME=train|test)")
+    return mapping
 
-    rows: list[dict] = []
-    dropped: Counter = Counter()
-    dropped_rows: list[dict] = []
-    test_rows: list[dict] = []
-    unsplit_rows: list[dict] = []
+
+def _read(source, importer, cfg: ImportConfig, mapping: dict[str, str], notes: list[str]) -> _Read:
+    """Check and convert every row of the parts to import; Skip counts a row, a bad row stops the import."""
+    got = _Read()
     seen: set[str] = set()
-    read: Counter = Counter()
-    kept: Counter = Counter()
     for part in source.parts:
         target = "unsplit" if part.split is None else mapping.get(part.split, "skip")
         if target == "skip":
             continue
         key = part.split or ""
         for index, (where, row) in enumerate(part.rows()):
-            if cfg.limit is not None and read[key] >= cfg.limit:
+            if cfg.limit is not None and got.read[key] >= cfg.limit:
                 break
             ctx = RowContext(part.label, where, part.split, index, part.folder, part.name)
             try:
@@ -60,7 +92,7 @@ def run_import(cfg: ImportConfig) -> dict:
             except SkipPart as why:
                 notes.append(f"{part.label}: {why}")
                 break
-            read[key] += 1
+            got.read[key] += 1
             try:
                 out = importer.convert(row, ctx)
                 if importer.output == "pairs":
@@ -69,32 +101,17 @@ def run_import(cfg: ImportConfig) -> dict:
                         raise Skip(DUPLICATE, "the same prompt, chosen and rejected appear earlier")
                     seen.add(digest)
             except Skip as skip:
-                dropped[skip.reason] += 1
-                dropped_rows.append({**{f: row[f] for f in importer.fields if f in row},
-                                     "pair_id": f"{cfg.format}:{ctx.part_name}:{index}", "source": f"{part.label}: {where}",
-                                     "drop_reason": skip.reason, "drop_detail": skip.detail})
+                got.dropped[skip.reason] += 1
+                got.dropped_rows.append({**{f: row[f] for f in importer.fields if f in row},
+                                         "pair_id": f"{cfg.format}:{ctx.part_name}:{index}",
+                                         "source": f"{part.label}: {where}",
+                                         "drop_reason": skip.reason, "drop_detail": skip.detail})
                 continue
-            kept[key] += 1
-            rows.append(out)
-            if target == "test":
-                test_rows.append(out)
-            elif target == "unsplit":
-                unsplit_rows.append(out)
-    if not any(read.values()):
-        raise CaiError(f"{cfg.source}: no rows read" + (f" ({'; '.join(notes)})" if notes else ""))
-
-    test_ids = _test_ids(test_rows, unsplit_rows, cfg) if test_rows else None
-    sources = [{"format": cfg.format, "source": cfg.source, "split": split or "(none)",
-                "as": "unsplit" if not split else mapping.get(split, "skip"),
-                "rows read": read[split], "kept": kept[split]} for split in sorted(read)]
-    meta = {"dropped": dict(dropped), "strategy": f"import:{cfg.format}", "sources": sources,
-            "command": " ".join(["cai", *sys.argv[1:]])}
-    counts = importer.write(rows, test_ids, dropped_rows, meta)
-    dropped_on_write = sum(meta["dropped"].values()) - sum(dropped.values())
-    return {"format": cfg.format, "source": str(source.path), "read": sum(read.values()),
-            "kept": len(rows) - dropped_on_write,
-            "dropped": meta["dropped"], "counts": counts, "out": cfg.out, "notes": notes, "output": importer.output,
-            "sources": sources}
+            got.converted[key] += 1
+            got.rows.append(out)
+            if target in ("test", "unsplit"):
+                (got.test if target == "test" else got.unsplit).append(out)
+    return got
 
 
 def _test_ids(test_rows: list[dict], unsplit_rows: list[dict], cfg: ImportConfig) -> set[str]:
