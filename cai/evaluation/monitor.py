@@ -339,6 +339,15 @@ def run_monitor(cfg: MonitorConfig, *, on_window: Callable[[dict], None] | None 
     scored = Scored(out / "scored.jsonl")
     pending: list[dict] = []
     stopped = "end of file"
+
+    def take(rows: list[dict], partial: bool = False) -> None:
+        window = monitor.add(rows, scoring, partial=partial)
+        scored.append(rows)
+        if cfg.follow and not partial:        # a canary's page and json stay current
+            write_outputs(out, monitor.result("following"), monitor.rows)
+        if on_window:
+            on_window(window)
+
     try:
         last_growth = time.monotonic()
         while True:
@@ -347,13 +356,8 @@ def run_monitor(cfg: MonitorConfig, *, on_window: Callable[[dict], None] | None 
                 last_growth = time.monotonic()
             pending += [row for _, row in new]
             while len(pending) >= cfg.window:
-                window = monitor.add(pending[:cfg.window], scoring)
-                scored.append(pending[:cfg.window])
+                take(pending[:cfg.window])
                 pending = pending[cfg.window:]
-                if cfg.follow:
-                    write_outputs(out, monitor.result("following"), monitor.rows)
-                if on_window:
-                    on_window(window)
             if not cfg.follow:
                 break
             if cfg.idle_timeout is not None and time.monotonic() - last_growth >= cfg.idle_timeout:
@@ -363,13 +367,13 @@ def run_monitor(cfg: MonitorConfig, *, on_window: Callable[[dict], None] | None 
     except KeyboardInterrupt:
         stopped = "interrupted"
     try:
-        if cfg.follow:
+        if cfg.follow:                        # what came after the last poll, and a torn last line
             pending += [row for _, row in reader.read(final=True)]
+        while len(pending) >= cfg.window:
+            take(pending[:cfg.window])
+            pending = pending[cfg.window:]
         if pending:
-            window = monitor.add(pending, scoring, partial=len(pending) < cfg.window)
-            scored.append(pending)
-            if on_window:
-                on_window(window)
+            take(pending, partial=True)
     finally:
         scoring.close()
     if not monitor.rows:
