@@ -29,9 +29,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from cai.errors import CaiError, located
 from cai.evaluation.metrics import METRICS

@@ -117,7 +117,7 @@ class Importer(ABC):
 
 
 def _formats_with(option: str) -> list[str]:
-    from cai.imports import importer_class, FORMATS
+    from cai.imports import FORMATS, importer_class
 
     return [name for name in FORMATS if option in importer_class(name).options]
 

@@ -131,6 +131,8 @@ class CAIHarmless(Importer):
 
     def _constitution(self, rows: list[dict]):
         """(Constitution, its file to snapshot or None, where it came from)."""
+        from pydantic import ValidationError
+
         from cai.constitution import Constitution, load_constitution
         from cai.report import read_card
 
@@ -162,7 +164,7 @@ class CAIHarmless(Importer):
             seen_ids.add(p["id"])
         try:
             return Constitution(name=named.get("name") or NAME, principles=principles, few_shot=few_shot), None, note
-        except Exception as err:   # pydantic names the bad field
+        except ValidationError as err:
             raise CaiError(f"{self.cfg.source}: cannot build a constitution from the data: {err}") from None
 
 
@@ -176,6 +178,8 @@ def _row_principles(row: dict):
 
 def _hub_constitution(path: Path) -> tuple[list[dict], list[list[dict]]]:
     """Principles and few-shot dialogues of the hub's constitution.json (`constitutions`, `system_chat`)."""
+    from pydantic import ValidationError
+
     from cai.constitution import Constitution
 
     try:
@@ -196,7 +200,7 @@ def _hub_constitution(path: Path) -> tuple[list[dict], list[list[dict]]]:
         try:     # a dialogue cai cannot replay (odd length, roles out of turn) is left out
             Constitution(name="check", principles=[{"id": "x", "critique": "x", "revision": "x"}], few_shot=[turns])
             dialogues.append([{"role": t["role"], "content": t["content"]} for t in turns])
-        except Exception:
+        except (ValidationError, KeyError, TypeError):
             continue
     return principles, dialogues
 

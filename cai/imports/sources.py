@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cai.errors import CaiError, located
+from cai.errors import located
 from cai.prompt_files import _batch_rows, _jsonl_rows, _one_line, load_saved
 
 GENERIC_SPLITS = ("train", "test", "validation", "valid", "dev")
@@ -225,9 +225,10 @@ def _parquet_rows(path: Path) -> Rows:
 
 def _arrow_rows(path: Path) -> Rows:
     import datasets
+    import pyarrow
 
     try:
         ds = datasets.Dataset.from_file(str(path))
-    except Exception as e:  # pyarrow raises several types for a file that is not Arrow IPC
+    except (pyarrow.ArrowException, OSError, ValueError) as e:
         raise located(path, "", f"not a readable Arrow file: {_one_line(e)}") from None
     yield from _batch_rows(ds.iter(batch_size=1024))
