@@ -65,7 +65,7 @@ def build_inputs(work: Path, shapes: list[str]) -> tuple[Path, Path, dict[str, t
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from cai.dataset import write_dataset
+    from cai.preferences.export import write_dataset
     from cai.models import resolve_model
 
     embedded = Path(resolve_model(None).path)

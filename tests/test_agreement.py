@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from cai.agreement import cohens_kappa, krippendorff_alpha, pairwise_agreement
+from cai.preferences.agreement import cohens_kappa, krippendorff_alpha, pairwise_agreement
 
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", section C (also the
 # Wikipedia article's example): 4 observers, 12 units, values 1..5, None = not coded.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cai.prompt_files import load_prompts
+from cai.generation.prompt_files import load_prompts
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 RED_TEAM_CATEGORIES = {"violence", "self-harm", "hate", "fraud", "privacy", "dangerous-chemistry", "cyber"}

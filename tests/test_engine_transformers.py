@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from cai.chat import apply_chat_template, fold_system
+from cai.engines.chat import apply_chat_template, fold_system
 from cai.engines.base import SamplingParams
 from cai.engines.registry import ENGINES, create_engine
 from cai.engines.transformers import MIN_SHARED_PREFIX, TransformersEngine, shared_prefix_length
@@ -189,8 +189,8 @@ def test_embedded_model_shared_prefix_matches_plain_batches(embedded_model_dir):
     import json
 
     from cai.constitution import load_constitution
-    from cai.conversation import answer_conversation
-    from cai.templates import Templates
+    from cai.generation.conversation import answer_conversation
+    from cai.generation.templates import Templates
 
     constitution, templates = load_constitution("constitution/hhh.yaml"), Templates()
     prompts = [json.loads(line)["prompt"] for line in open("data/red_team.jsonl")][:4]

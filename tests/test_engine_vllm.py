@@ -14,7 +14,7 @@ import sys
 import pytest
 from transformers import AutoTokenizer
 
-from cai.chat import apply_chat_template
+from cai.engines.chat import apply_chat_template
 from cai.engines.base import SamplingParams
 from cai.engines.vllm import VLLMEngine
 from cai.errors import CaiError

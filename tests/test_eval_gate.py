@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cai.cli.main import app
 from cai.errors import CaiError
-from cai.gate import DEFAULT_GATE, check_gate, load_gate
+from cai.evaluation.gate import DEFAULT_GATE, check_gate, load_gate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from cai.evaluation.heldout import find_overlap, run_dir_of, run_training_prompts
-from cai.prompt_files import load_prompts
+from cai.generation.prompt_files import load_prompts
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TRAIN = ("red_team.jsonl", "helpful.jsonl")

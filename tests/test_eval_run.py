@@ -203,7 +203,7 @@ def test_reward_model_accuracy_matches_direct_scoring(assets, tmp_path):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from cai.chat import apply_chat_template
+    from cai.engines.chat import apply_chat_template
 
     out = tmp_path / "rm.json"
     result = _invoke(["eval", "rm", "--reward-model", str(assets["rm"]), "--data", str(assets["prefs"]),

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cai.cli.main import app
-from cai.store import RunStore
+from cai.generation.store import RunStore
 
 CAI = [sys.executable, "-m", "cai.cli.main"]
 HHH = "constitution/hhh.yaml"
@@ -157,7 +157,7 @@ def test_shards_merged_equal_one_run(tmp_path, tiny_model_dir):
 def test_an_engine_fault_is_retried_then_recorded_as_failed(tmp_path, tiny_model_dir):
     """A batch the engine cannot serve becomes failed rows; the other batches still finish."""
     from cai.engines.transformers import TransformersEngine
-    from cai.generate import GenerateConfig, run
+    from cai.generation.job import GenerateConfig, run
 
     calls = {"n": 0}
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cai.cli.main import app
-from cai.store import RunStore
+from cai.generation.store import RunStore
 from vllm_helpers import vllm_env
 
 

@@ -8,10 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cai.cli.main import app
-from cai.dataset import split_by_prompt, write_dataset
-from cai.pairs import PairRules, QualityFilter, build_pairs, final_vs_initial, per_round
+from cai.preferences.export import split_by_prompt, write_dataset
+from cai.preferences.strategies import PairRules, QualityFilter, build_pairs, final_vs_initial, per_round
 from cai.safety.filter import SafetyRules, apply_rules, load_rules, score_rows
-from cai.validate import validate_preferences
+from cai.preferences.validation import validate_preferences
 
 
 def record(rid, prompt, initial, revisions, finish="stop", principles=None):

@@ -9,7 +9,7 @@ import types
 import pytest
 
 from cai.errors import CaiError
-from cai.prompt_files import PromptRecord, iter_prompts, load_prompts, parse_shard, split_shard, stable_id
+from cai.generation.prompt_files import PromptRecord, iter_prompts, load_prompts, parse_shard, split_shard, stable_id
 
 ROWS = [
     {"id": "a-1", "prompt": "How do I bake bread?", "category": "cooking"},

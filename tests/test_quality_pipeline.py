@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from cai.cli.main import app
 from cai.constitution import load_constitution
 from cai.engines.base import Completion, Engine
-from cai.quality import CopySources
-from cai.report import read_card, read_jsonl
+from cai.preferences.quality import CopySources
+from cai.report.build import read_card, read_jsonl
 
 FEW_SHOT_REVISION = load_constitution("constitution/hhh.yaml").few_shot[0][5].content
 MAX_NEW_TOKENS = 64

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from cai.cli.main import app
 from cai.errors import CaiError
-from cai.report import build_report, group_series, pipeline_counts, read_training_log, training_series
+from cai.report.build import build_report, group_series, pipeline_counts, read_training_log, training_series
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -53,10 +53,10 @@ def _record(i: int) -> dict:
 
 def make_run(root: Path, *, dataset=True, training=True, evaluation=True) -> Path:
     """A small but complete run: manifest, generations (+1 failed), dataset, two training logs, eval and rm results."""
-    from cai.dataset import write_dataset
+    from cai.preferences.export import write_dataset
     from cai.evaluation.run import summarize, write_outputs
-    from cai.gate import DEFAULT_GATE, check_gate, gate_summary
-    from cai.pairs import final_vs_initial
+    from cai.evaluation.gate import DEFAULT_GATE, check_gate, gate_summary
+    from cai.preferences.strategies import final_vs_initial
 
     run = root / "run"
     (run / "generations").mkdir(parents=True)

@@ -10,7 +10,7 @@ import pytest
 from cai.constitution import Principle, load_constitution
 from cai.errors import CaiError
 from cai.paths import shipped_dir
-from cai.sampling import sample_for, sample_principles
+from cai.generation.principles import sample_for, sample_principles
 
 # Chi-square critical value for 3 degrees of freedom at p = 0.001. The draws are
 # seeded, so these tests cannot flake; the bound only says "close to expected".
@@ -40,7 +40,7 @@ def test_same_seed_and_key_give_the_same_draw():
 
 def test_draw_does_not_depend_on_python_hash_randomization():
     code = (
-        "from types import SimpleNamespace as P; from cai.sampling import sample_principles;"
+        "from types import SimpleNamespace as P; from cai.generation.principles import sample_principles;"
         "four = [P(id=i, weight=1.0, enabled=True) for i in 'abcd'];"
         "print(sample_principles(four, 3, seed=5, key='p-1', strategy='weighted'))"
     )

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from cai.errors import CaiError
-from cai.stats import Estimate, bootstrap_ci, estimate, paired_difference, win_indicators, win_rate
+from cai.evaluation.bootstrap import Estimate, bootstrap_ci, estimate, paired_difference, win_indicators, win_rate
 
 
 @pytest.mark.parametrize("value", [0.0, 1.0, 0.25])

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from cai.errors import CaiError
-from cai.store import RunStore
+from cai.generation.store import RunStore
 
 
 def _fingerprint(**over):
@@ -37,7 +37,7 @@ def test_appends_survive_and_a_torn_last_line_is_cut(tmp_path):
 def test_second_process_is_refused_with_the_owner_pid(tmp_path):
     run = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from cai.store import RunStore\n"
+        "import sys, time; from cai.generation.store import RunStore\n"
         f"with RunStore({str(run)!r}).locked():\n"
         "    print('locked', flush=True); time.sleep(30)")], stdout=subprocess.PIPE, text=True)
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cai.errors import CaiError
-from cai.templates import TEMPLATE_NAMES, Templates
+from cai.generation.templates import TEMPLATE_NAMES, Templates
 
 CAI = [sys.executable, "-m", "cai.cli.main"]
 

@@ -30,7 +30,7 @@ def preference_rows(n: int = 12) -> list[dict]:
 
 
 def write_preferences(out: Path, n: int = 12) -> Path:
-    from cai.dataset import write_dataset
+    from cai.preferences.export import write_dataset
 
     write_dataset(preference_rows(n), out, test_share=0.25, seed=0)
     return out

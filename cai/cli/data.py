@@ -33,7 +33,7 @@ def merge(
     runs: list[str] = typer.Argument(..., help="Run directories made with the same settings."),
     out: str = typer.Option(..., help="New run directory."),
 ) -> None:
-    from cai.merge import merge_runs
+    from cai.generation.merge import merge_runs
 
     counts = merge_runs(runs, out)
     _console().print(
@@ -65,9 +65,9 @@ def pairs(
 ) -> None:
     from rich.progress import Progress
 
-    from cai.pairs import PairRules
-    from cai.preferences import PairsConfig, build_dataset
-    from cai.quality import load_quality_rules
+    from cai.preferences.strategies import PairRules
+    from cai.preferences.job import PairsConfig, build_dataset
+    from cai.preferences.quality import load_quality_rules
     from cai.safety.filter import load_rules
 
     cfg = PairsConfig(run=run, strategy=strategy, out=out, filter=not no_filter,
@@ -100,8 +100,8 @@ def stats(path: str = typer.Argument(..., help="Dataset directory written by `ca
     from rich.table import Table
 
     from cai.errors import CaiError
-    from cai.report import read_card
-    from cai.snapshot import snapshot_status
+    from cai.report.build import read_card
+    from cai.generation.snapshot import snapshot_status
 
     if not (Path(path) / "README.md").is_file():
         raise CaiError(f"{path}: no dataset card README.md; is this a directory written by `cai data pairs`?")
@@ -153,8 +153,8 @@ def audit(
 ) -> None:
     from rich.table import Table
 
-    from cai.audit import run_audit, write_html
-    from cai.quality import load_quality_rules
+    from cai.preferences.audit import run_audit, write_html
+    from cai.preferences.quality import load_quality_rules
 
     result = run_audit(path, rules=load_quality_rules(rules), examples=examples)
     console = _console()
@@ -190,7 +190,7 @@ def audit(
 
 @app.command(help="Check a preference dataset (JSONL or saved dataset dir): one line per bad row.")
 def validate(path: str = typer.Argument(..., help="A JSONL file or a dataset directory.")) -> None:
-    from cai.validate import validate_preferences
+    from cai.preferences.validation import validate_preferences
 
     count, problems = validate_preferences(path)
     for line in problems:
@@ -211,9 +211,9 @@ def filter(  # noqa: A001 - the command is named for what users type
     test_share: float = typer.Option(0.1),
     seed: int = typer.Option(0),
 ) -> None:
-    from cai.dataset import write_dataset
+    from cai.preferences.export import write_dataset
     from cai.safety.filter import apply_rules, load_rules, score_rows
-    from cai.validate import iter_rows, row_problems
+    from cai.preferences.validation import iter_rows, row_problems
 
     safety = load_rules(rules, scorer=scorer, toxicity_max=toxicity_max)
     rows = []
@@ -244,9 +244,9 @@ def import_annotations(
 ) -> None:
     from pathlib import Path
 
-    from cai.annotations import import_annotations as run_import
-    from cai.annotations import report_table, write_pairs_jsonl
-    from cai.dataset import write_dataset
+    from cai.preferences.annotations import import_annotations as run_import
+    from cai.preferences.annotations import report_table, write_pairs_jsonl
+    from cai.preferences.export import write_dataset
 
     result = run_import(path, min_seconds=min_seconds)
     console = _console()

@@ -193,7 +193,7 @@ def gate_command(
     from pathlib import Path
 
     from cai.errors import CaiError
-    from cai.gate import check_gate, gate_summary, load_gate
+    from cai.evaluation.gate import check_gate, gate_summary, load_gate
 
     gate_cfg = load_gate(gate_file)
     loaded = []

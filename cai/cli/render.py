@@ -25,10 +25,10 @@ def register(app: typer.Typer) -> None:
         from rich.panel import Panel
         from rich.text import Text
 
-        from cai import conversation as conv
+        from cai.generation import conversation as conv
         from cai.constitution import get_principle, load_constitution
-        from cai.sampling import sample_principles
-        from cai.templates import Templates
+        from cai.generation.principles import sample_principles
+        from cai.generation.templates import Templates
 
         c = load_constitution(path)
         templates = Templates(prompts_dir)
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         if model:
             from transformers import AutoTokenizer
 
-            from cai.chat import apply_chat_template
+            from cai.engines.chat import apply_chat_template
             from cai.models import resolve_model
 
             ref = resolve_model(None if model == "default" else model)

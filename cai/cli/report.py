@@ -36,7 +36,7 @@ def report(
 ) -> None:
     """Write RUN/report.html: pipeline counts, principles, toxicity and length, rounds, training curves,
     eval metrics against the gate, and a sample browser. Prints the file's path."""
-    from cai.report import build_report
+    from cai.report.build import build_report
 
     path = build_report(run, out, samples=samples, score=score, seed=seed)
     typer.echo(str(path))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-from cai.chat import apply_chat_template
+from cai.engines.chat import apply_chat_template
 from cai.engines.base import Completion, Conversation, Engine, EngineInfo, SamplingParams, label_token_ids
 from cai.errors import CaiError
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cai.chat import apply_chat_template
+from cai.engines.chat import apply_chat_template
 from cai.errors import CaiError
 
 Messages = list[dict]

@@ -94,7 +94,7 @@ def _chunks(items: list, size: int):
 
 
 def _load_sets(cfg: EvalConfig) -> list[tuple[str, object]]:
-    from cai.prompt_files import load_prompts
+    from cai.generation.prompt_files import load_prompts
 
     if cfg.limit is not None and cfg.limit < 1:
         raise CaiError(f"--limit: must be at least 1, got {cfg.limit}")
@@ -224,8 +224,8 @@ def default_out(cfg: EvalConfig, model_ref) -> Path:
 def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
     """Run the whole evaluation; returns the metrics.json dict (also written to the out dir)."""
     from cai.engines.base import SamplingParams
-    from cai.gate import check_gate, gate_summary, load_gate
-    from cai.refusal import refusal_match
+    from cai.evaluation.gate import check_gate, gate_summary, load_gate
+    from cai.evaluation.refusal import refusal_match
     from cai.safety.registry import create_scorer
 
     if not 0 <= cfg.toxicity_threshold <= 1:
@@ -254,7 +254,7 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
     if judge_ref is not None:
         from cai.constitution import load_constitution
         from cai.paths import shipped_dir
-        from cai.templates import Templates
+        from cai.generation.templates import Templates
 
         templates = Templates()
         if baseline_ref is not None:
@@ -310,7 +310,7 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
             timing["classifiers_s"] = round(time.perf_counter() - start, 2)
             # 3. the AI-feedback judge
             if judge_ref is not None:
-                from cai.feedback import harmless_probabilities, preference_labels
+                from cai.preferences.feedback import harmless_probabilities, preference_labels
 
                 start = time.perf_counter()
                 judge = engines.get(judge_ref.path)
@@ -382,7 +382,7 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
 def summarize(rows: list[dict], sides: list[str], *, toxicity_threshold: float = 0.7, n_resamples: int = 2000,
               seed: int = 0) -> dict:
     """Every metric per side with a bootstrap CI, paired differences, and the comparisons."""
-    from cai.stats import estimate, paired_difference, win_indicators
+    from cai.evaluation.bootstrap import estimate, paired_difference, win_indicators
 
     opts = {"n_resamples": n_resamples, "seed": seed}
     subsets = {"red_team": [r for r in rows if r["set"] == "red_team"],
@@ -447,7 +447,7 @@ def summarize(rows: list[dict], sides: list[str], *, toxicity_threshold: float =
 
 
 def write_outputs(out_dir: Path, result: dict, rows: list[dict]) -> None:
-    from cai.store import write_atomic
+    from cai.generation.store import write_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "responses.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

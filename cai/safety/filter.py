@@ -35,7 +35,7 @@ def load_rules(path: str | Path | None, **overrides) -> SafetyRules:
         from cai.yaml_files import load_mapping
 
         data = load_mapping(path, "filter rules file", "a mapping of rule names to values")
-        data.pop("quality", None)          # the pair quality rules: cai.quality.load_quality_rules
+        data.pop("quality", None)          # the pair quality rules: cai.preferences.quality.load_quality_rules
     data.update({k: v for k, v in overrides.items() if v is not None})
     from cai.yaml_files import build
 

@@ -35,10 +35,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cai.dataset import DROPPED
+from cai.preferences.export import DROPPED
 from cai.errors import CaiError
 
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates_html"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
 TOXIC_AT = 0.7
 COLORS = {"initial": "#c0504d", "revised": "#4f81bd", "model": "#4f81bd", "baseline": "#9e9e9e", "comparison": "#6a9a3a",
@@ -489,7 +489,7 @@ def _eval_rows(result: dict) -> list[dict]:
 
 def collect(run: Path, *, samples: int = 40, score: bool = True, seed: int = 0) -> dict:
     """Everything the template shows, gathered from the run dir; missing parts are None/empty."""
-    from cai.store import RunStore
+    from cai.generation.store import RunStore
 
     notes: list[str] = []
     manifest = _read_json(run / "manifest.json")
@@ -535,7 +535,7 @@ def collect(run: Path, *, samples: int = 40, score: bool = True, seed: int = 0) 
     requests: dict[str, str] = {}
     if manifest:
         try:
-            from cai.snapshot import run_sources
+            from cai.generation.snapshot import run_sources
 
             sources = run_sources(run, manifest)
             requests = {p.id: p.critique for p in sources.constitution.principles}
@@ -704,7 +704,7 @@ def render(ctx: dict) -> str:
 def build_report(run: str | Path, out: str | Path | None = None, *, samples: int = 40, score: bool = True,
                  seed: int = 0) -> Path:
     """Write the report of `run` (default RUN/report.html) and return its path."""
-    from cai.store import write_atomic
+    from cai.generation.store import write_atomic
 
     run_dir = Path(run)
     if not run_dir.is_dir():

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from cai.errors import CaiError
-from cai.quality import CopySources, QualityRules, first_flag
+from cai.preferences.quality import CopySources, QualityRules, first_flag
 from cai.text import has_preamble
 
 STRATEGIES = ("final-vs-initial", "per-round", "ai-feedback")

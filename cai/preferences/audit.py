@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cai.errors import CaiError
-from cai.quality import RULES, CopySources, Flag, QualityRules, flags, words
-from cai.refusal import is_refusal
+from cai.preferences.quality import RULES, CopySources, Flag, QualityRules, flags, words
+from cai.evaluation.refusal import is_refusal
 
 
 @dataclass
@@ -41,8 +41,8 @@ def _locate(path: Path) -> tuple[Path | None, Path | None]:
 
 def _sources(run: Path | None, card: dict | None, notes: list[str]):
     """The constitution and templates the pairs were generated with, or None."""
-    from cai.snapshot import run_sources
-    from cai.store import RunStore
+    from cai.generation.snapshot import run_sources
+    from cai.generation.store import RunStore
 
     if run is not None:
         sources = run_sources(run, RunStore(run).read_manifest() or {})
@@ -52,7 +52,7 @@ def _sources(run: Path | None, card: dict | None, notes: list[str]):
     snap = ((card or {}).get("constitution") or {}).get("snapshot")
     if snap and Path(snap).is_file():
         from cai.constitution import load_constitution
-        from cai.templates import Templates
+        from cai.generation.templates import Templates
 
         prompts = Path(snap).parent / "prompts"
         return load_constitution(snap), Templates(prompts if prompts.is_dir() else None)
@@ -61,16 +61,16 @@ def _sources(run: Path | None, card: dict | None, notes: list[str]):
 
 
 def _rows(run: Path | None, dataset: Path | None, notes: list[str]) -> tuple[list[dict], list[dict]]:
-    from cai.dataset import DROPPED
-    from cai.report import read_jsonl
+    from cai.preferences.export import DROPPED
+    from cai.report.build import read_jsonl
 
     if dataset is not None:
         kept = [row for split in ("train_prefs", "test_prefs") for row in read_jsonl(dataset / f"{split}.jsonl")]
         if not (dataset / DROPPED).is_file():
             notes.append(f"{dataset} has no {DROPPED}: only the kept pairs are audited")
         return kept, read_jsonl(dataset / DROPPED)
-    from cai.pairs import final_vs_initial
-    from cai.store import RunStore
+    from cai.preferences.strategies import final_vs_initial
+    from cai.generation.store import RunStore
 
     notes.append("no dataset yet: auditing every final-vs-initial candidate (`cai data pairs` builds the dataset)")
     return [row for record in RunStore(run).iter_records() for row in final_vs_initial(record)], []
@@ -91,7 +91,7 @@ def _example(row: dict, rule: str, detail: str, dropped: bool) -> dict:
 
 def run_audit(path: str | Path, *, rules: QualityRules | None = None, examples: int = 3) -> Audit:
     """Audit the run or dataset at `path`; `examples` flagged pairs are kept per rule."""
-    from cai.report import read_card
+    from cai.report.build import read_card
 
     path = Path(path)
     if not path.is_dir():
@@ -157,14 +157,14 @@ def render_html(audit: Audit) -> str:
     """A small self-contained page in the report's style: the tables and flagged pairs side by side."""
     import time
 
-    from cai.report import environment
+    from cai.report.build import environment
 
     return environment().get_template("audit.html.j2").render(
         audit=audit, created=time.strftime("%Y-%m-%d %H:%M:%S %Z"), name=Path(audit.source).resolve().name)
 
 
 def write_html(audit: Audit, out: str | Path) -> Path:
-    from cai.store import write_atomic
+    from cai.generation.store import write_atomic
 
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 from cai.errors import CaiError
-from cai.snapshot import SNAPSHOT
-from cai.store import FINGERPRINT_KEYS, RunStore
+from cai.generation.snapshot import SNAPSHOT
+from cai.generation.store import FINGERPRINT_KEYS, RunStore
 
 
 def merge_runs(run_dirs: list[str | Path], out: str | Path) -> dict:

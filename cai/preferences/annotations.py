@@ -32,9 +32,9 @@ from typing import Any
 
 from rich.table import Table
 
-from cai.agreement import cohens_kappa, krippendorff_alpha, pairwise_agreement
+from cai.preferences.agreement import cohens_kappa, krippendorff_alpha, pairwise_agreement
 from cai.errors import located
-from cai.store import write_atomic
+from cai.generation.store import write_atomic
 
 CRITERIA = ("helpfulness", "harmlessness", "honesty", "clarity")
 TIME_FIELDS = ("time_seconds", "duration_seconds")
@@ -69,7 +69,7 @@ class AgreementReport:
     Preferences are compared as "which of the item's two responses" in the
     item's first-seen order; pairwise agreement does not depend on that order,
     but the chance correction of kappa and alpha does a little. kappa and alpha
-    are NaN when undefined (see cai.agreement); `cohens_kappa` is None unless
+    are NaN when undefined (see cai.preferences.agreement); `cohens_kappa` is None unless
     exactly two named annotators share items.
     """
 

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from cai.errors import CaiError
-from cai.pairs import normalize
+from cai.preferences.strategies import normalize
 
 SPLITS = ("train_prefs", "test_prefs", "train_sft", "test_sft")
 DROPPED = "dropped.jsonl"

@@ -17,12 +17,12 @@ from typing import Iterator
 from cai.constitution import constitution_hash, load_constitution
 from cai.engines.base import SamplingParams
 from cai.errors import CaiError
-from cai.loop import LoopConfig, run_batch, stage_names
+from cai.generation.loop import LoopConfig, run_batch, stage_names
 from cai.progress import Reporter
-from cai.prompt_files import PromptRecord, iter_prompts, parse_shard, split_shard
-from cai.snapshot import write_snapshot
-from cai.store import FINGERPRINT_KEYS, RunStore
-from cai.templates import Templates
+from cai.generation.prompt_files import PromptRecord, iter_prompts, parse_shard, split_shard
+from cai.generation.snapshot import write_snapshot
+from cai.generation.store import FINGERPRINT_KEYS, RunStore
+from cai.generation.templates import Templates
 
 
 @dataclass

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cai.errors import CaiError
-from cai.pairs import STRATEGIES, PairRules, QualityFilter, final_vs_initial, pairs_from_record
+from cai.preferences.strategies import STRATEGIES, PairRules, QualityFilter, final_vs_initial, pairs_from_record
 from cai.safety.filter import SafetyRules, apply_rules, score_rows
-from cai.store import RunStore
+from cai.generation.store import RunStore
 
 VERIFY = ("none", "judge")
 JUDGE_DISAGREES = "judge disagrees"
@@ -63,7 +63,7 @@ def _batched(rows: list, size: int = 16):
 
 def _ai_feedback_rows(records: list[dict], cfg: PairsConfig, manifest: dict, sources, drop) -> list[dict]:
     """Candidate pairs (final vs initial), oriented and kept by the judge's soft label."""
-    from cai.feedback import preference_labels
+    from cai.preferences.feedback import preference_labels
 
     candidates = [row for r in records for row in final_vs_initial(r)]
     labels = []
@@ -93,7 +93,7 @@ def _ai_feedback_rows(records: list[dict], cfg: PairsConfig, manifest: dict, sou
 
 def verify_with_judge(rows: list[dict], cfg: PairsConfig, manifest: dict, sources, drop) -> list[dict]:
     """Keep the pairs whose judge label (`judge_preference`, P(chosen better)) is at least 0.5 + margin."""
-    from cai.feedback import pair_preferences
+    from cai.preferences.feedback import pair_preferences
 
     with _judge(cfg, manifest) as engine:
         for batch in _batched(rows):
@@ -111,9 +111,9 @@ def verify_with_judge(rows: list[dict], cfg: PairsConfig, manifest: dict, source
 
 def build_dataset(cfg: PairsConfig, *, reporter=None) -> dict:
     """Run the whole pairs job and return counts for the summary."""
-    from cai.dataset import write_dataset
-    from cai.quality import CopySources
-    from cai.snapshot import run_sources
+    from cai.preferences.export import write_dataset
+    from cai.preferences.quality import CopySources
+    from cai.generation.snapshot import run_sources
 
     if cfg.strategy not in STRATEGIES:
         raise CaiError(f"--strategy: unknown strategy {cfg.strategy!r}; choose one of {', '.join(STRATEGIES)}")

@@ -7,7 +7,7 @@ Pure functions: the loop calls them to extend each prompt's conversation, and
 from __future__ import annotations
 
 from cai.engines.base import Conversation, Message
-from cai.templates import Templates
+from cai.generation.templates import Templates
 
 
 def few_shot_turns(constitution, limit: int | None = None) -> list[Message]:

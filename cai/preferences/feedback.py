@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 
-from cai.sampling import sample_principles
-from cai.templates import Templates
+from cai.generation.principles import sample_principles
+from cai.generation.templates import Templates
 
 LABELS = ("A", "B")
 

@@ -21,7 +21,7 @@ PROMPTS_DIR = "prompts"
 
 def write_snapshot(run_dir: str | Path, constitution_path: str | Path, templates) -> dict:
     """Copy the constitution file and every template in use into RUN/snapshot/; return the manifest entry."""
-    from cai.templates import TEMPLATE_NAMES
+    from cai.generation.templates import TEMPLATE_NAMES
 
     run_dir = Path(run_dir)
     tmp = run_dir / f".{SNAPSHOT}.tmp"
@@ -43,7 +43,7 @@ class RunSources:
     """The constitution and templates of a run, and where they were read from."""
 
     constitution: object          # cai.constitution.Constitution
-    templates: object             # cai.templates.Templates
+    templates: object             # cai.generation.templates.Templates
     path: str                     # the constitution file read
     from_snapshot: bool
     note: str = ""                # set when the run has no snapshot and the file changed since
@@ -52,7 +52,7 @@ class RunSources:
 def run_sources(run_dir: str | Path, manifest: dict) -> RunSources:
     """The run's snapshot; for runs made before snapshots, the files the manifest names (with a note if changed)."""
     from cai.constitution import constitution_hash, load_constitution
-    from cai.templates import Templates
+    from cai.generation.templates import Templates
 
     run_dir = Path(run_dir)
     snap = manifest.get("snapshot") or {}
