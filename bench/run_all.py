@@ -224,8 +224,8 @@ def bench_eval(quick: bool) -> None:
     from cai.cli.main import app
     from cai.engines.base import SamplingParams
     from cai.engines.transformers import TransformersEngine
-    from cai.models import resolve_model
     from cai.generation.prompt_files import load_prompts
+    from cai.models import resolve_model
 
     n, tokens, repeats = (3, 16, 1) if quick else (8, 48, 2)
     model = resolve_model(None)

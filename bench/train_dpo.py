@@ -65,8 +65,8 @@ def build_inputs(work: Path, shapes: list[str]) -> tuple[Path, Path, dict[str, t
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from cai.preferences.export import write_dataset
     from cai.models import resolve_model
+    from cai.preferences.export import write_dataset
 
     embedded = Path(resolve_model(None).path)
     data = work / "dataset"
@@ -150,8 +150,7 @@ def child(times_file: str, tool: str, args: list[str]) -> None:
     """Run cai's CLI or TRL's script in this process with a step timer added to every Trainer."""
     import runpy
 
-    from transformers import TrainerCallback
-    from transformers import trainer_callback
+    from transformers import TrainerCallback, trainer_callback
 
     starts: list[tuple[float, float]] = []
 

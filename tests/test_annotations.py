@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cai.preferences.annotations import import_annotations, read_annotations, report_table, write_pairs_jsonl
 from cai.errors import CaiError
 from cai.generation.prompt_files import load_prompts
+from cai.preferences.annotations import import_annotations, read_annotations, report_table, write_pairs_jsonl
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SAMPLE = DATA / "annotations_sample.jsonl"

@@ -92,8 +92,8 @@ def test_feedback_labels_cancel_position_bias(tiny_model_dir):
     """The same text as both options must score exactly 0.5, whatever the model's bias to (A)."""
     from cai.constitution import load_constitution
     from cai.engines.transformers import TransformersEngine
-    from cai.preferences.feedback import preference_labels
     from cai.generation.templates import Templates
+    from cai.preferences.feedback import preference_labels
 
     engine = TransformersEngine(tiny_model_dir)
     engine.load()

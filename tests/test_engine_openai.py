@@ -16,11 +16,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from vllm_helpers import free_port, vllm_env
 
 from cai.engines.base import SamplingParams
 from cai.engines.openai_server import OpenAIEngine
 from cai.errors import CaiError
-from vllm_helpers import free_port, vllm_env
 
 USER = [{"role": "user", "content": "hi"}]
 

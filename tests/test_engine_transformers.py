@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from cai.engines.chat import apply_chat_template, fold_system
 from cai.engines.base import SamplingParams
+from cai.engines.chat import apply_chat_template, fold_system
 from cai.engines.registry import ENGINES, create_engine
 from cai.engines.transformers import MIN_SHARED_PREFIX, TransformersEngine, shared_prefix_length
 from cai.errors import CaiError

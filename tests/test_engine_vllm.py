@@ -13,12 +13,12 @@ import sys
 
 import pytest
 from transformers import AutoTokenizer
+from vllm_helpers import vllm_env
 
-from cai.engines.chat import apply_chat_template
 from cai.engines.base import SamplingParams
+from cai.engines.chat import apply_chat_template
 from cai.engines.vllm import VLLMEngine
 from cai.errors import CaiError
-from vllm_helpers import vllm_env
 
 
 @pytest.fixture(scope="module")

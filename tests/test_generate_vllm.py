@@ -6,10 +6,10 @@ import json
 
 import pytest
 from typer.testing import CliRunner
+from vllm_helpers import vllm_env
 
 from cai.cli.main import app
 from cai.generation.store import RunStore
-from vllm_helpers import vllm_env
 
 
 @pytest.mark.slow

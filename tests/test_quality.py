@@ -7,11 +7,20 @@ import random
 import pytest
 
 from cai.constitution import load_constitution
-from cai.preferences.quality import (
-    CopySources, OffTopicRule, QualityRules, RepetitionLoopRule, echo_share, flags, load_quality_rules, loop_evidence,
-    meta_comment, off_topic, words,
-)
 from cai.generation.templates import Templates
+from cai.preferences.quality import (
+    CopySources,
+    OffTopicRule,
+    QualityRules,
+    RepetitionLoopRule,
+    echo_share,
+    flags,
+    load_quality_rules,
+    loop_evidence,
+    meta_comment,
+    off_topic,
+    words,
+)
 
 HHH = load_constitution("constitution/hhh.yaml")
 

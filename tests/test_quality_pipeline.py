@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import math
-from html import escape
 import re
 import shutil
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -21,8 +21,9 @@ from typer.testing import CliRunner
 from cai.cli.main import app
 from cai.constitution import load_constitution
 from cai.engines.base import Completion, Engine
+from cai.io import read_jsonl
+from cai.preferences.export import read_card
 from cai.preferences.quality import CopySources
-from cai.report.build import read_card, read_jsonl
 
 FEW_SHOT_REVISION = load_constitution("constitution/hhh.yaml").few_shot[0][5].content
 MAX_NEW_TOKENS = 64

@@ -53,9 +53,9 @@ def _record(i: int) -> dict:
 
 def make_run(root: Path, *, dataset=True, training=True, evaluation=True) -> Path:
     """A small but complete run: manifest, generations (+1 failed), dataset, two training logs, eval and rm results."""
-    from cai.preferences.export import write_dataset
-    from cai.evaluation.run import summarize, write_outputs
     from cai.evaluation.gate import DEFAULT_GATE, check_gate, gate_summary
+    from cai.evaluation.run import summarize, write_outputs
+    from cai.preferences.export import write_dataset
     from cai.preferences.strategies import final_vs_initial
 
     run = root / "run"

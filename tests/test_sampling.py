@@ -9,8 +9,8 @@ import pytest
 
 from cai.constitution import Principle, load_constitution
 from cai.errors import CaiError
-from cai.paths import shipped_dir
 from cai.generation.principles import sample_for, sample_principles
+from cai.paths import shipped_dir
 
 # Chi-square critical value for 3 degrees of freedom at p = 0.001. The draws are
 # seeded, so these tests cannot flake; the bound only says "close to expected".

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from test_train_helpers import write_preferences
 from typer.testing import CliRunner
 
 from cai.cli.main import app
-from test_train_helpers import write_preferences
 
 
 def test_two_process_ddp_dpo_on_cpu(tmp_path, tiny_model_dir):

@@ -7,11 +7,11 @@ a --model that does not exist.
 from __future__ import annotations
 
 import pytest
+from test_train_helpers import write_preferences
 from typer.testing import CliRunner
 
 from cai.cli.main import app
 from cai.paths import shipped_dir
-from test_train_helpers import write_preferences
 
 RECIPES = shipped_dir("recipes")
 NO_MODEL = "/nonexistent/model-dir"

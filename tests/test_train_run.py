@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_train_helpers import completion_logp, write_preferences
 from typer.testing import CliRunner
 
 from cai.cli.main import app
-from test_train_helpers import completion_logp, write_preferences
 
 FAST = ["--set", "training.max_length=128", "--set", "training.learning_rate=1e-3", "--set", "training.logging_steps=1"]
 

@@ -65,9 +65,9 @@ def pairs(
 ) -> None:
     from rich.progress import Progress
 
-    from cai.preferences.strategies import PairRules
     from cai.preferences.job import PairsConfig, build_dataset
     from cai.preferences.quality import load_quality_rules
+    from cai.preferences.strategies import PairRules
     from cai.safety.filter import load_rules
 
     cfg = PairsConfig(run=run, strategy=strategy, out=out, filter=not no_filter,
@@ -100,8 +100,8 @@ def stats(path: str = typer.Argument(..., help="Dataset directory written by `ca
     from rich.table import Table
 
     from cai.errors import CaiError
-    from cai.report.build import read_card
     from cai.generation.snapshot import snapshot_status
+    from cai.preferences.export import read_card
 
     if not (Path(path) / "README.md").is_file():
         raise CaiError(f"{path}: no dataset card README.md; is this a directory written by `cai data pairs`?")
@@ -212,8 +212,8 @@ def filter(  # noqa: A001 - the command is named for what users type
     seed: int = typer.Option(0),
 ) -> None:
     from cai.preferences.export import write_dataset
-    from cai.safety.filter import apply_rules, load_rules, score_rows
     from cai.preferences.validation import iter_rows, row_problems
+    from cai.safety.filter import apply_rules, load_rules, score_rows
 
     safety = load_rules(rules, scorer=scorer, toxicity_max=toxicity_max)
     rows = []

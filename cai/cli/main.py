@@ -7,6 +7,7 @@ commands that need them, so `cai --help` stays fast.
 from __future__ import annotations
 
 import sys
+
 import typer
 from typer.core import TyperGroup
 

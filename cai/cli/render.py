@@ -25,8 +25,8 @@ def register(app: typer.Typer) -> None:
         from rich.panel import Panel
         from rich.text import Text
 
-        from cai.generation import conversation as conv
         from cai.constitution import get_principle, load_constitution
+        from cai.generation import conversation as conv
         from cai.generation.principles import sample_principles
         from cai.generation.templates import Templates
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-from cai.engines.chat import apply_chat_template
 from cai.engines.base import Completion, Conversation, Engine, EngineInfo, SamplingParams, label_token_ids
+from cai.engines.chat import apply_chat_template
 from cai.errors import CaiError
 
 _DTYPES = ("float32", "bfloat16", "float16")

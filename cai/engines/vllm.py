@@ -18,8 +18,8 @@ import json
 import os
 from pathlib import Path
 
-from cai.engines.chat import apply_chat_template
 from cai.engines.base import Completion, Conversation, Engine, EngineInfo, SamplingParams, label_token_ids
+from cai.engines.chat import apply_chat_template
 from cai.errors import CaiError
 from cai.paths import cache_dir
 

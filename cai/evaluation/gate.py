@@ -87,7 +87,7 @@ def load_gate(path: str | Path | None) -> GateConfig:
     """The gate from a YAML file, or the guide's defaults for None; errors name the file and key."""
     if path is None:
         return DEFAULT_GATE
-    from cai.yaml_files import load_mapping
+    from cai.io import load_mapping
 
     data = load_mapping(path, "gate file", "a mapping with `checks:` (and optionally `compare:`)")
     try:

@@ -75,9 +75,9 @@ def load_pairs(data: str | Path, split: str = "test_prefs") -> tuple[list[dict],
 
 
 def run_rm_eval(cfg: RMEvalConfig, *, quiet: bool = False) -> dict:
+    from cai.evaluation.bootstrap import estimate, win_indicators
     from cai.evaluation.heldout import run_dir_of
     from cai.evaluation.run import _Progress
-    from cai.evaluation.bootstrap import estimate, win_indicators
 
     if not cfg.reward_model and not cfg.adapter:
         raise CaiError("give --reward-model DIR (reward-model accuracy) and/or --adapter DIR (DPO preference accuracy)")
@@ -125,7 +125,7 @@ def run_rm_eval(cfg: RMEvalConfig, *, quiet: bool = False) -> dict:
         run = run_dir_of(cfg.data)
         out = run / "eval" / "rm.json" if run else None
     if out is not None:
-        from cai.generation.store import write_atomic
+        from cai.io import write_atomic
 
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, json.dumps(result, indent=2, ensure_ascii=False) + "\n")

@@ -253,8 +253,8 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
     constitution = templates = None
     if judge_ref is not None:
         from cai.constitution import load_constitution
-        from cai.paths import shipped_dir
         from cai.generation.templates import Templates
+        from cai.paths import shipped_dir
 
         templates = Templates()
         if baseline_ref is not None:
@@ -447,7 +447,7 @@ def summarize(rows: list[dict], sides: list[str], *, toxicity_threshold: float =
 
 
 def write_outputs(out_dir: Path, result: dict, rows: list[dict]) -> None:
-    from cai.generation.store import write_atomic
+    from cai.io import write_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "responses.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

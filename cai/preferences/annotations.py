@@ -32,9 +32,9 @@ from typing import Any
 
 from rich.table import Table
 
-from cai.preferences.agreement import cohens_kappa, krippendorff_alpha, pairwise_agreement
 from cai.errors import located
-from cai.generation.store import write_atomic
+from cai.io import write_atomic
+from cai.preferences.agreement import cohens_kappa, krippendorff_alpha, pairwise_agreement
 
 CRITERIA = ("helpfulness", "harmlessness", "honesty", "clarity")
 TIME_FIELDS = ("time_seconds", "duration_seconds")

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cai.errors import CaiError
-from cai.preferences.quality import RULES, CopySources, Flag, QualityRules, flags, words
 from cai.evaluation.refusal import is_refusal
+from cai.preferences.quality import RULES, CopySources, Flag, QualityRules, flags, words
 
 
 @dataclass
@@ -61,16 +61,16 @@ def _sources(run: Path | None, card: dict | None, notes: list[str]):
 
 
 def _rows(run: Path | None, dataset: Path | None, notes: list[str]) -> tuple[list[dict], list[dict]]:
+    from cai.io import read_jsonl
     from cai.preferences.export import DROPPED
-    from cai.report.build import read_jsonl
 
     if dataset is not None:
         kept = [row for split in ("train_prefs", "test_prefs") for row in read_jsonl(dataset / f"{split}.jsonl")]
         if not (dataset / DROPPED).is_file():
             notes.append(f"{dataset} has no {DROPPED}: only the kept pairs are audited")
         return kept, read_jsonl(dataset / DROPPED)
-    from cai.preferences.strategies import final_vs_initial
     from cai.generation.store import RunStore
+    from cai.preferences.strategies import final_vs_initial
 
     notes.append("no dataset yet: auditing every final-vs-initial candidate (`cai data pairs` builds the dataset)")
     return [row for record in RunStore(run).iter_records() for row in final_vs_initial(record)], []
@@ -91,7 +91,7 @@ def _example(row: dict, rule: str, detail: str, dropped: bool) -> dict:
 
 def run_audit(path: str | Path, *, rules: QualityRules | None = None, examples: int = 3) -> Audit:
     """Audit the run or dataset at `path`; `examples` flagged pairs are kept per rule."""
-    from cai.report.build import read_card
+    from cai.preferences.export import read_card
 
     path = Path(path)
     if not path.is_dir():
@@ -164,7 +164,7 @@ def render_html(audit: Audit) -> str:
 
 
 def write_html(audit: Audit, out: str | Path) -> Path:
-    from cai.generation.store import write_atomic
+    from cai.io import write_atomic
 
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)

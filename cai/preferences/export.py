@@ -115,8 +115,9 @@ def write_dataset(rows: list[dict], out_dir: str | Path, *, test_share: float = 
 
 def dataset_card(rows: list[dict], counts: dict, meta: dict) -> str:
     """A README with YAML front matter: counts, drops, principles, scores, provenance."""
-    from ruamel.yaml import YAML
     import io
+
+    from ruamel.yaml import YAML
 
     principles = Counter(p for r in rows for p in r.get("principle_ids", []))
     front = {
@@ -161,3 +162,20 @@ def dataset_card(rows: list[dict], counts: dict, meta: dict) -> str:
         f"## Provenance\n\n- model: `{front['model']}`\n- constitution: `{front['constitution']}`\n"
         f"- strategy: `{front['strategy']}`\n- command: `{front['command']}`\n"
     )
+
+def read_card(dataset_dir: Path) -> dict | None:
+    """The YAML front matter of a dataset card (README.md), or None."""
+    card = dataset_dir / "README.md"
+    if not card.is_file():
+        return None
+    text = card.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---\n") or text.count("---\n") < 2:
+        return None
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        front = YAML(typ="safe").load(text.split("---\n", 2)[1])
+    except YAMLError:
+        return None
+    return front if isinstance(front, dict) else None

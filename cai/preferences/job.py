@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cai.errors import CaiError
+from cai.generation.store import RunStore
 from cai.preferences.strategies import STRATEGIES, PairRules, QualityFilter, final_vs_initial, pairs_from_record
 from cai.safety.filter import SafetyRules, apply_rules, score_rows
-from cai.generation.store import RunStore
 
 VERIFY = ("none", "judge")
 JUDGE_DISAGREES = "judge disagrees"
@@ -111,9 +111,9 @@ def verify_with_judge(rows: list[dict], cfg: PairsConfig, manifest: dict, source
 
 def build_dataset(cfg: PairsConfig, *, reporter=None) -> dict:
     """Run the whole pairs job and return counts for the summary."""
+    from cai.generation.snapshot import run_sources
     from cai.preferences.export import write_dataset
     from cai.preferences.quality import CopySources
-    from cai.generation.snapshot import run_sources
 
     if cfg.strategy not in STRATEGIES:
         raise CaiError(f"--strategy: unknown strategy {cfg.strategy!r}; choose one of {', '.join(STRATEGIES)}")

@@ -107,7 +107,7 @@ def load_quality_rules(path: str | Path | None = None, skip: Iterable[str] = ())
     """The `quality:` section of a rules YAML file (optional), with the rules in `skip` turned off."""
     data: dict = {}
     if path:
-        from cai.yaml_files import load_mapping
+        from cai.io import load_mapping
 
         data = load_mapping(path, "rules file", "a mapping of rule names to values").get("quality") or {}
         if not isinstance(data, dict):
@@ -120,7 +120,7 @@ def load_quality_rules(path: str | Path | None = None, skip: Iterable[str] = ())
         section = data.setdefault(key, {})
         if isinstance(section, dict):
             section["enabled"] = False
-    from cai.yaml_files import build
+    from cai.io import build
 
     return build(QualityRules, data, str(path or "quality rules"), "quality.")
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 import random
 import statistics
@@ -35,8 +34,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cai.preferences.export import DROPPED
 from cai.errors import CaiError
+from cai.io import read_json, read_jsonl
+from cai.preferences.export import DROPPED, read_card
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -46,51 +46,6 @@ COLORS = {"initial": "#c0504d", "revised": "#4f81bd", "model": "#4f81bd", "basel
 
 
 # ----------------------------------------------------------------------------- reading the run
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
-    """The JSON objects of a JSONL file; bad or torn lines are skipped, never fatal."""
-    rows: list[dict] = []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if limit is not None and len(rows) >= limit:
-                    break
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(row, dict):
-                    rows.append(row)
-    except OSError:
-        pass
-    return rows
-
-
-def read_card(dataset_dir: Path) -> dict | None:
-    """The YAML front matter of a dataset card (README.md), or None."""
-    card = dataset_dir / "README.md"
-    if not card.is_file():
-        return None
-    text = card.read_text(encoding="utf-8", errors="replace")
-    if not text.startswith("---\n") or text.count("---\n") < 2:
-        return None
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    try:
-        front = YAML(typ="safe").load(text.split("---\n", 2)[1])
-    except YAMLError:
-        return None
-    return front if isinstance(front, dict) else None
-
 
 def _number(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -104,7 +59,7 @@ def read_training_log(folder: Path) -> list[dict]:
     if not rows:
         states = sorted(folder.glob("**/trainer_state.json"), key=lambda p: p.stat().st_mtime)
         if states:
-            state = _read_json(states[-1]) or {}
+            state = read_json(states[-1]) or {}
             rows = [r for r in state.get("log_history", []) if isinstance(r, dict)]
     return rows
 
@@ -165,7 +120,7 @@ def find_training_dirs(run: Path) -> list[Path]:
 def find_results(run: Path, name: str, kind: str) -> list[tuple[Path, dict]]:
     out = []
     for path in sorted(list(run.glob(f"*/{name}")) + list(run.glob(f"*/*/{name}"))):
-        data = _read_json(path)
+        data = read_json(path)
         if data and data.get("kind") == kind:
             out.append((path, data))
     return out
@@ -492,7 +447,7 @@ def collect(run: Path, *, samples: int = 40, score: bool = True, seed: int = 0) 
     from cai.generation.store import RunStore
 
     notes: list[str] = []
-    manifest = _read_json(run / "manifest.json")
+    manifest = read_json(run / "manifest.json")
     store = RunStore(run)
     records = list(store.iter_records())
     failed_ids = {r.get("id") for r in read_jsonl(store.failed_path)} - {r.get("id") for r in records}
@@ -704,7 +659,7 @@ def render(ctx: dict) -> str:
 def build_report(run: str | Path, out: str | Path | None = None, *, samples: int = 40, score: bool = True,
                  seed: int = 0) -> Path:
     """Write the report of `run` (default RUN/report.html) and return its path."""
-    from cai.generation.store import write_atomic
+    from cai.io import write_atomic
 
     run_dir = Path(run)
     if not run_dir.is_dir():

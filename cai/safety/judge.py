@@ -32,8 +32,8 @@ class JudgeScorer(Scorer):
 
     def load(self) -> None:
         from cai.engines.registry import create_engine
-        from cai.models import resolve_model
         from cai.generation.templates import Templates
+        from cai.models import resolve_model
 
         self._templates = Templates(self.prompts_dir)
         self._engine = create_engine(self.engine_name, resolve_model(self.model).path)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cai.errors import CaiError
+from cai.io import plain
 
 KINDS = ("sft", "dpo", "reward")
 _MODULES = {"sft": "cai.train.sft:SFTRecipe", "dpo": "cai.train.dpo:DPORecipe", "reward": "cai.train.reward:RewardRecipe"}
@@ -190,7 +191,7 @@ def read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
         raise CaiError(f"{path}: top level must be a mapping (kind:, model:, data:, training:, ...)")
     lines: dict[str, int] = {}
     _collect_lines(doc, "", lines)
-    return _plain(doc), lines
+    return plain(doc), lines
 
 
 def _collect_lines(node, prefix: str, lines: dict[str, int]) -> None:
@@ -206,17 +207,6 @@ def _collect_lines(node, prefix: str, lines: dict[str, int]) -> None:
         _collect_lines(value, dotted + ".", lines)
 
 
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    for kind in (bool, int, float, str):
-        if isinstance(node, kind):
-            return kind(node)
-    return node
-
-
 def parse_override(text: str) -> tuple[str, Any]:
     """`training.learning_rate=5e-6` -> ("training.learning_rate", 5e-06); the value is a YAML scalar or flow."""
     from ruamel.yaml import YAML
@@ -230,7 +220,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         parsed = YAML(typ="safe").load(value) if value.strip() else None
     except YAMLError:
         raise CaiError(f"--set {text}: the value is not a YAML scalar, list or mapping") from None
-    return key, _plain(parsed)
+    return key, plain(parsed)
 
 
 def apply_overrides(doc: dict, overrides: list[str]) -> set[str]:

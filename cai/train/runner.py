@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import CaiError
+from cai.io import read_json, versions, write_atomic
 from cai.train.recipe import Recipe, checkpointing_key, load_recipe
 
 COMPLETE = ".cai-complete"
@@ -290,7 +291,6 @@ def write_config(out: Path, plan: RunPlan, checked: Checked, identity: dict) -> 
     from ruamel.yaml import YAML
 
     from cai import __version__
-    from cai.generation.store import write_atomic
 
     doc = {
         "cai_version": __version__,
@@ -302,7 +302,7 @@ def write_config(out: Path, plan: RunPlan, checked: Checked, identity: dict) -> 
         "model": {"path": plan.model, "name": plan.model_name, "source": plan.model_source},
         "data": checked.data,
         "notes": list(checked.notes),
-        "versions": versions(),
+        "versions": versions(*TRAIN_VERSIONS),
         "fingerprint": fingerprint(identity),
         "run": identity,
     }
@@ -317,16 +317,8 @@ def write_config(out: Path, plan: RunPlan, checked: Checked, identity: dict) -> 
     write_atomic(out / CONFIG, buf.getvalue())
 
 
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for dist in ("cai", "trl", "transformers", "peft", "accelerate", "torch", "datasets"):
-        try:
-            found[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return found
+# Packages whose versions a training run records.
+TRAIN_VERSIONS = ("cai", "trl", "transformers", "peft", "accelerate", "torch", "datasets")
 
 
 # --- the public entry ----------------------------------------------------------------------
@@ -372,7 +364,7 @@ def train(kind: str, recipe, data, out=None, *, model: str | None = None, overri
             if old != identity:
                 note(f"{out}: finished with other settings ({identity_diff(old, identity)}); kept as it is, "
                      "--overwrite trains it again")
-            return TrainResult(kind, out, summary=_read_json(out / "summary.json"), skipped=True)
+            return TrainResult(kind, out, summary=read_json(out / "summary.json"), skipped=True)
         raise CaiError(f"{out}: already holds a finished {kind} run; pass --overwrite to train again or choose another --out")
     if state == "restart":
         for leftover in ("metrics.jsonl", "summary.json"):
@@ -389,19 +381,12 @@ def train(kind: str, recipe, data, out=None, *, model: str | None = None, overri
     if num_processes > 1 or preset is not None:
         (out / PLAN).write_text(json.dumps(dataclasses.asdict(plan), indent=1))
         launch.run_launched(out / PLAN, num_processes=num_processes, preset=preset)
-        summary = _read_json(out / "summary.json")
+        summary = read_json(out / "summary.json")
         if summary is None:
             raise CaiError(f"{out}: the launched run ended without writing summary.json")
     else:
         summary = execute(plan, checked=checked)
     return TrainResult(kind, out, summary=summary, resumed_from=plan.resume_from, notes=checked.notes)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 # --- execution (every process) -------------------------------------------------------------
@@ -427,9 +412,8 @@ def model_load_kwargs(recipe: Recipe, resolved: dict) -> dict:
     if "dtype" not in kwargs and "torch_dtype" not in kwargs:
         kwargs["dtype"] = half if (half is not None and recipe.lora.enabled) else torch.float32
     if recipe.lora.qlora:
-        from transformers import BitsAndBytesConfig
-
         from accelerate import PartialState
+        from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -553,14 +537,14 @@ def _execute(plan: RunPlan, *, checked: Checked | None) -> dict | None:
             "world_size": args.world_size, "out": str(out), "merged": str(merged) if merged else None,
             "resumed_from": Path(plan.resume_from).name if plan.resume_from else None,
             "model": plan.model_name, "adapter": adapter, "rss_before_model_mib": rss_before_model})
-        from cai.generation.store import write_atomic
+        from cai.io import write_atomic
 
         write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
         resolved_view = recipe.to_dict() | {"model": plan.model, "training": {k: resolved[k] for k in sorted(resolved)}}
         (out / "README.md").write_text(S.model_card(
             kind=plan.kind, base={"name": plan.model_name, "path": plan.model, "source": plan.model_source},
             data=checked.data, recipe=recipe.path, resolved=json.loads(json.dumps(resolved_view, default=str)),
-            summary=summary, adapter=adapter, command=plan.command, versions=versions()), encoding="utf-8")
+            summary=summary, adapter=adapter, command=plan.command, versions=versions(*TRAIN_VERSIONS)), encoding="utf-8")
         (out / PLAN).unlink(missing_ok=True)
         write_atomic(out / COMPLETE, json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
     trainer.accelerator.wait_for_everyone()
