@@ -15,25 +15,11 @@ app = typer.Typer(help="Evaluate a trained model: toxicity, bias, harmlessness, 
                   no_args_is_help=True)
 
 
-def _fmt(entry: dict | None, signed: bool = False) -> str:
-    if not entry or entry.get("value") is None:
-        return "-"
-    value, (lo, hi) = entry["value"], entry.get("ci") or (None, None)
-    spec = "+.3f" if signed else ".3f"
-    if abs(value) >= 100:
-        spec = "+.1f" if signed else ".1f"
-    text = format(value, spec)
-    if lo is not None:
-        short = spec.replace(".3f", ".2f")
-        text += f" [{format(lo, short)},{format(hi, short)}]"
-    return text
-
-
 def metrics_table(result: dict):
     """A rich table: one row per metric, model | baseline | difference | gate."""
     from rich.table import Table
 
-    from cai.evaluation.metrics import METRICS
+    from cai.evaluation.metrics import METRICS, format_metric
 
     block = result["metrics"]
     has_baseline = "baseline" in block
@@ -60,9 +46,9 @@ def metrics_table(result: dict):
         for c in checks.get(name, []):
             mark = "[green]pass[/green]" if c["passed"] else "[red]FAIL[/red]"
             gate_cells.append(f"{mark} {c['op']}{c['threshold']:g}")
-        cells = [name, _fmt(entry)]
+        cells = [name, format_metric(entry)]
         if has_baseline:
-            cells += [_fmt(base), _fmt((block.get("delta") or {}).get(name), signed=True)]
+            cells += [format_metric(base), format_metric((block.get("delta") or {}).get(name), signed=True)]
         table.add_row(*cells, ", ".join(gate_cells) or "")
     return table
 
@@ -167,7 +153,7 @@ def rm(
     from rich.console import Console
     from rich.table import Table
 
-    from cai.evaluation.metrics import RM_METRICS
+    from cai.evaluation.metrics import RM_METRICS, format_metric
     from cai.evaluation.rm import RMEvalConfig, run_rm_eval
 
     result = run_rm_eval(RMEvalConfig(data=data, reward_model=reward_model, adapter=adapter, model=model, split=split,
@@ -177,7 +163,7 @@ def rm(
     table.add_column("value", justify="right")
     table.add_column("meaning")
     for name, entry in result["metrics"]["rm"].items():
-        table.add_row(name, _fmt(entry), RM_METRICS[name].description)
+        table.add_row(name, format_metric(entry), RM_METRICS[name].description)
     console = Console()
     console.print(table)
     if result.get("out"):

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from cai.errors import CaiError
 from cai.evaluation.metrics import ALL_METRICS
+from cai.text import format_number
 
 # Why a metric may be missing, keyed by metric: the hint printed with the failure.
 MISSING_HINTS = {
@@ -120,10 +121,6 @@ class CheckResult:
         return asdict(self)
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.1f}"
-
-
 def lookup(metrics: dict, name: str) -> dict | None:
     """The model's entry for `name` in a metrics.json (model side, then comparisons, then rm)."""
     block = metrics.get("metrics", metrics)
@@ -154,9 +151,9 @@ def check_gate(gate: GateConfig, metrics: dict | list[dict]) -> list[CheckResult
                 end = ci[0] if op == ">=" else ci[1]
                 value = end if end is not None else est
             ok = value >= threshold if op == ">=" else value <= threshold
-            shown = f"{name} {_fmt(value)}" + (" (95% CI end)" if gate.compare == "ci" else "")
+            shown = f"{name} {_short(value)}" + (" (95% CI end)" if gate.compare == "ci" else "")
             bad_op = "<" if op == ">=" else ">"
-            message = f"{shown} {op} {_fmt(threshold)}" if ok else f"{shown} {bad_op} {_fmt(threshold)}"
+            message = f"{shown} {op} {_short(threshold)}" if ok else f"{shown} {bad_op} {_short(threshold)}"
             results.append(CheckResult(name, op, threshold, value, est, list(ci), ok, message))
     return results
 
@@ -165,3 +162,7 @@ def gate_summary(gate: GateConfig, results: list[CheckResult], source: str | Non
     """What metrics.json records about the gate."""
     return {"source": source or "built-in defaults (alignment guide)", "compare": gate.compare,
             "passed": all(r.passed for r in results), "checks": [r.to_dict() for r in results]}
+
+
+def _short(x: float) -> str:
+    return format_number(x, ".3g" if abs(x) < 1000 else ".1f")

@@ -35,6 +35,9 @@ from rich.table import Table
 from cai.errors import located
 from cai.io import write_atomic
 from cai.preferences.agreement import cohens_kappa, krippendorff_alpha, pairwise_agreement
+from cai.text import format_number
+
+_UNDEFINED = "n/a (undefined)"   # agreement on too few items is not a number
 
 CRITERIA = ("helpfulness", "harmlessness", "honesty", "clarity")
 TIME_FIELDS = ("time_seconds", "duration_seconds")
@@ -142,17 +145,17 @@ def report_table(report: AgreementReport) -> Table:
     table.add_row("items", str(report.n_items))
     table.add_row("annotations", str(report.n_annotations))
     table.add_row("annotators", str(report.n_annotators), end_section=True)
-    table.add_row("preference: pairwise agreement", _fmt(report.pairwise_agreement))
-    table.add_row("preference: Krippendorff's alpha (nominal)", _fmt(report.alpha_nominal))
+    table.add_row("preference: pairwise agreement", format_number(report.pairwise_agreement, missing=_UNDEFINED))
+    table.add_row("preference: Krippendorff's alpha (nominal)", format_number(report.alpha_nominal, missing=_UNDEFINED))
     if report.cohens_kappa is None:
         kappa = "n/a (not exactly 2 annotators share items)"
     else:
-        kappa = f"{_fmt(report.cohens_kappa)} ({' vs '.join(report.kappa_annotators or ())})"
+        kappa = f"{format_number(report.cohens_kappa, missing=_UNDEFINED)} ({' vs '.join(report.kappa_annotators or ())})"
     table.add_row("preference: Cohen's kappa", kappa, end_section=True)
     for name, stats in report.criteria.items():
-        table.add_row(f"{name}: mean score", _fmt(stats["mean"], 2))
-        table.add_row(f"{name}: exact agreement", _fmt(stats["agreement"]))
-        table.add_row(f"{name}: Krippendorff's alpha (interval)", _fmt(stats["alpha_interval"]), end_section=True)
+        table.add_row(f"{name}: mean score", format_number(stats["mean"], ".2f", _UNDEFINED))
+        table.add_row(f"{name}: exact agreement", format_number(stats["agreement"], missing=_UNDEFINED))
+        table.add_row(f"{name}: Krippendorff's alpha (interval)", format_number(stats["alpha_interval"], missing=_UNDEFINED), end_section=True)
     labels = {"flag_too_fast": f"items annotated too fast (< {report.min_seconds:g} s)",
               "flag_missing_explanation": "items with a missing explanation",
               "flag_inconsistent": "items with a tie or a self-contradicting annotator"}
@@ -361,5 +364,3 @@ def _kappa(items) -> tuple[float | None, tuple[str, str] | None]:
     return cohens_kappa([v[x] for v in shared], [v[y] for v in shared]), (x, y)
 
 
-def _fmt(value: float, digits: int = 3) -> str:
-    return "n/a (undefined)" if math.isnan(value) else f"{value:.{digits}f}"

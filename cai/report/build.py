@@ -37,6 +37,7 @@ from pathlib import Path
 from cai.errors import CaiError
 from cai.io import read_json, read_jsonl
 from cai.preferences.export import DROPPED, read_card
+from cai.text import format_number
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
@@ -590,10 +591,6 @@ def collect(run: Path, *, samples: int = 40, score: bool = True, seed: int = 0) 
     return ctx
 
 
-def _fmt(x, spec=".3f"):
-    return "-" if x is None else format(x, spec)
-
-
 def verdict(ctx: dict) -> list[dict]:
     """A few plain sentences answering: more harmless? still useful? is the data any good?"""
     lines = []
@@ -611,12 +608,12 @@ def verdict(ctx: dict) -> list[dict]:
             model = (m.get("model") or {}).get(name)
             if model is None:
                 continue
-            text = f"{label}: {_fmt(model['value'])}"
+            text = f"{label}: {format_number(model['value'])}"
             if d and d.get("value") is not None:
                 base = m["baseline"][name]["value"]
                 lo, hi = d["ci"]
                 sig = "a real change" if (lo > 0 or hi < 0) else "within noise"
-                text += f" vs baseline {_fmt(base)} (difference {d['value']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}]: {sig})"
+                text += f" vs baseline {format_number(base)} (difference {d['value']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}]: {sig})"
             lines.append({"level": "info", "text": text})
     stages = dict(ctx.get("stages") or [])
     if "candidate pairs" in stages and stages["candidate pairs"]:
