@@ -44,3 +44,8 @@ def format_number(value, spec: str = ".3f", missing: str = "-") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return missing
     return format(value, spec)
+
+
+def normalize(text: str) -> str:
+    """Lower-cased, whitespace collapsed: the form texts are compared in."""
+    return re.sub(r"\s+", " ", text).strip().lower()

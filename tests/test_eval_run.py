@@ -182,7 +182,7 @@ def test_eval_prompts_seen_in_training_are_refused(assets, tmp_path):
     (["eval", "--prompts", "data/eval_red_team.jsonl", "--reward-model", "/nonexistent/rm"],
      "error: /nonexistent/rm: reward model directory not found"),
     (["eval", "--prompts", "data/eval_red_team.jsonl", "--scorer", "bias"],
-     "error: --scorer bias: has no `toxicity` column"),
+     "error: --scorer: bias has no `toxicity` column"),
     (["eval", "--prompts", "data/eval_red_team.jsonl", "--scorer-option", "checkpoint"],
      "error: --scorer-option: expected KEY=VALUE"),
     (["eval", "--prompts", "data/eval_red_team.jsonl", "--gate-file", "/nonexistent/gate.yaml"],

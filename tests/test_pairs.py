@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from cai.cli.main import app
 from cai.preferences.export import split_by_prompt, write_dataset
-from cai.preferences.strategies import PairRules, build_pairs, final_vs_initial, per_round
+from cai.preferences.pair_filter import PairRules, build_pairs
+from cai.preferences.strategies import final_vs_initial, per_round
 from cai.preferences.validation import validate_preferences
 from cai.safety.filter import SafetyRules, apply_rules, load_rules, score_rows
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from cai.cli.main import app
 from cai.errors import CaiError
+from cai.report.config import ReportConfig
 from cai.report.build import build_report, group_series, pipeline_counts, read_training_log, training_series
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +118,7 @@ def make_run(root: Path, *, dataset=True, training=True, evaluation=True) -> Pat
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory) -> Path:
     run = make_run(tmp_path_factory.mktemp("report"))
-    build_report(run)
+    build_report(ReportConfig(run=str(run)))
     return run
 
 
@@ -211,7 +212,7 @@ def test_training_logs_are_read_tolerantly(tmp_path):
                                    dict(dataset=False, training=True, evaluation=True)])
 def test_partial_runs_still_render(tmp_path, parts):
     run = make_run(tmp_path, **parts)
-    html = build_report(run, samples=3, score=False).read_text()
+    html = build_report(ReportConfig(run=str(run), samples=3, score=False)).read_text()
     assert "cai report: run" in html and "</html>" in html
     if not parts["evaluation"]:
         assert "No eval results" in html
@@ -222,10 +223,10 @@ def test_partial_runs_still_render(tmp_path, parts):
 
 
 def test_a_folder_without_a_run_renders_a_note_and_a_missing_one_is_an_error(tmp_path):
-    html = build_report(tmp_path, score=False).read_text()
+    html = build_report(ReportConfig(run=str(tmp_path), score=False)).read_text()
     assert "is it a cai run directory?" in html
     with pytest.raises(CaiError, match="run directory not found"):
-        build_report(tmp_path / "missing")
+        build_report(ReportConfig(run=str(tmp_path / "missing")))
 
 
 def test_cli_prints_the_path(tmp_path):

@@ -6,7 +6,13 @@ from typing import List, Optional
 
 import typer
 
-app = typer.Typer(help="Train with SFT, DPO or a reward model on a cai dataset.", no_args_is_help=True)
+from cai.cli.options import group
+
+app = group("Train with SFT, DPO or a reward model on a cai dataset.")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="train")
 
 _RECIPE_HELP = "Recipe YAML file or shipped name (sft, dpo, reward, smoke/dpo, ...). Default: the shipped {kind} recipe."
 _SET_HELP = "Override a recipe key: --set training.learning_rate=5e-6 (repeatable; values are YAML)."

@@ -164,5 +164,23 @@ def gate_summary(gate: GateConfig, results: list[CheckResult], source: str | Non
             "passed": all(r.passed for r in results), "checks": [r.to_dict() for r in results]}
 
 
+def load_results(paths: list[str]) -> list[dict]:
+    """Saved eval results (metrics.json of `cai eval`, rm.json of `cai eval rm`), each checked to be one."""
+    import json
+
+    loaded = []
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CaiError(f"{path}: file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CaiError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(data, dict) or "metrics" not in data:
+            raise CaiError(f"{path}: not a cai eval result (no `metrics`)")
+        loaded.append(data)
+    return loaded
+
+
 def _short(x: float) -> str:
     return format_number(x, ".3g" if abs(x) < 1000 else ".1f")

@@ -14,25 +14,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from cai.errors import CaiError
-
-
-@dataclass
-class RMEvalConfig:
-    data: str
-    reward_model: str | None = None
-    adapter: str | None = None
-    model: str | None = None          # base of the policy adapter (default: the adapter's own base)
-    split: str = "test_prefs"
-    limit: int | None = None
-    beta: float = 0.1
-    batch_size: int = 8
-    out: str | None = None
-    seed: int = 0
-    n_resamples: int = 2000
+from cai.evaluation.config import RMEvalConfig
 
 
 def _content(value, where: str, key: str):

@@ -31,39 +31,16 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-from cai.errors import CaiError
+from cai.errors import CaiError, SettingError
+from cai.evaluation.config import EvalConfig
 from cai.evaluation.metrics import METRICS
 from cai.progress import Bars
+from cai.safety.registry import TOXIC_AT
 
 SETS = ("red_team", "helpful")
-
-
-@dataclass
-class EvalConfig:
-    prompts: str
-    helpful_prompts: str | None = None
-    model: str | None = None
-    adapter: str | None = None
-    baseline: str | None = None
-    no_baseline: bool = False
-    reward_model: str | None = None
-    judge: bool = True
-    judge_model: str | None = None
-    constitution: str | None = None          # principles for the pairwise judge; default: shipped hhh.yaml
-    scorer: str = "toxic-bilstm"
-    scorer_options: dict = field(default_factory=dict)     # e.g. {"checkpoint": "path"} for detoxify
-    toxicity_threshold: float = 0.7
-    max_new_tokens: int = 128
-    batch_size: int = 16
-    limit: int | None = None                 # first N prompts of each set
-    seed: int = 0
-    out: str | None = None
-    gate_file: str | None = None
-    allow_overlap: bool = False
-    n_resamples: int = 2000
 
 
 class _Progress(Bars):
@@ -228,17 +205,11 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
     from cai.evaluation.refusal import refusal_match
     from cai.safety.registry import create_scorer
 
-    if not 0 <= cfg.toxicity_threshold <= 1:
-        raise CaiError(f"--toxicity-threshold: must be in [0, 1], got {cfg.toxicity_threshold}")
-    if cfg.max_new_tokens < 1:
-        raise CaiError(f"--max-new-tokens: must be at least 1, got {cfg.max_new_tokens}")
-    if cfg.batch_size < 1:
-        raise CaiError(f"--batch-size: must be at least 1, got {cfg.batch_size}")
     gate = load_gate(cfg.gate_file)                     # a bad gate file fails before any model loads
     items = _load_sets(cfg)
     toxicity_scorer = create_scorer(cfg.scorer, **cfg.scorer_options)
     if "toxicity" not in toxicity_scorer.columns:
-        raise CaiError(f"--scorer {cfg.scorer}: has no `toxicity` column; use toxic-bilstm or detoxify")
+        raise SettingError("scorer", f"{cfg.scorer} has no `toxicity` column; use toxic-bilstm or detoxify")
     bias_scorer = create_scorer("bias")
     reward = None
     if cfg.reward_model:
@@ -379,7 +350,7 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
     return result
 
 
-def summarize(rows: list[dict], sides: list[str], *, toxicity_threshold: float = 0.7, n_resamples: int = 2000,
+def summarize(rows: list[dict], sides: list[str], *, toxicity_threshold: float = TOXIC_AT, n_resamples: int = 2000,
               seed: int = 0) -> dict:
     """Every metric per side with a bootstrap CI, paired differences, and the comparisons."""
     from cai.evaluation.bootstrap import estimate, paired_difference, win_indicators

@@ -15,7 +15,8 @@ from typing import Iterator
 from cai.constitution import constitution_hash, load_constitution
 from cai.engines.base import SamplingParams
 from cai.errors import CaiError
-from cai.generation.loop import LoopConfig, run_batch, stage_names
+from cai.generation.conversation import stage_names
+from cai.generation.loop import LoopConfig, run_batch
 from cai.generation.prompt_files import PromptRecord, iter_prompts, parse_shard, split_shard
 from cai.generation.snapshot import write_snapshot
 from cai.generation.store import FINGERPRINT_KEYS, RunStore
@@ -96,8 +97,7 @@ def run(cfg: GenerateConfig, *, quiet: bool = False) -> dict:
     }
     assert set(fingerprint) == set(FINGERPRINT_KEYS)
     loop_cfg = LoopConfig(
-        rounds=rounds, seed=cfg.seed, strategy=constitution.sampling.strategy,
-        no_repeat=constitution.sampling.no_repeat, few_shot=cfg.few_shot,
+        rounds=rounds, seed=cfg.seed, few_shot=cfg.few_shot,
         params=SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                               top_p=cfg.top_p, seed=cfg.seed),
     )

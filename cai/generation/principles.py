@@ -67,9 +67,22 @@ def _pick(rng: random.Random, pool: list[Any], strategy: Strategy) -> Any:
     return pool[rng.randrange(len(pool))]
 
 
-def sample_for(constitution: Any, *, seed: int, key: str) -> list[str]:
-    """`sample_principles` with the constitution's own `sampling:` settings."""
+def sample_for(constitution: Any, *, seed: int, key: str, rounds: int | None = None) -> list[str]:
+    """`sample_principles` with the constitution's own `sampling:` settings (and its rounds unless given)."""
     s = constitution.sampling
     return sample_principles(
-        constitution.principles, s.rounds, seed=seed, strategy=s.strategy, no_repeat=s.no_repeat, key=key
+        constitution.principles, s.rounds if rounds is None else rounds, seed=seed, strategy=s.strategy,
+        no_repeat=s.no_repeat, key=key,
     )
+
+
+def principle_plan(constitution: Any, rounds: int, *, seed: int, prompt_id: str) -> list[Any]:
+    """The principle of each round for the prompt `prompt_id`.
+
+    `cai generate` critiques with these and `cai constitution render` shows them: one
+    function, so the two always agree for the same prompt id, seed and rounds.
+    """
+    if rounds < 1:
+        return []
+    by_id = {p.id: p for p in constitution.principles}
+    return [by_id[pid] for pid in sample_for(constitution, seed=seed, key=prompt_id, rounds=rounds)]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from cai.errors import CaiError
 from cai.evaluation.refusal import is_refusal
-from cai.preferences.quality import RULES, CopySources, Flag, QualityRules, flags, words
+from cai.preferences.config import AuditConfig
+from cai.preferences.quality import RULES, CopySources, Flag, flags, words
 
 
 @dataclass
@@ -89,17 +90,18 @@ def _example(row: dict, rule: str, detail: str, dropped: bool) -> dict:
             "critique": critiques[-1] if critiques else ""}
 
 
-def run_audit(path: str | Path, *, rules: QualityRules | None = None, examples: int = 3) -> Audit:
-    """Audit the run or dataset at `path`; `examples` flagged pairs are kept per rule."""
+def run_audit(cfg: AuditConfig) -> Audit:
+    """Audit the run or dataset at `cfg.path`; `cfg.examples` flagged pairs are kept per rule."""
     from cai.preferences.export import read_card
+    from cai.preferences.quality import load_quality_rules
 
-    path = Path(path)
+    path, examples = Path(cfg.path), cfg.examples
     if not path.is_dir():
         raise CaiError(f"{path}: not found")
     notes: list[str] = []
     run, dataset = _locate(path)
     card = read_card(dataset) if dataset is not None else None
-    rules = rules or QualityRules()
+    rules = load_quality_rules(cfg.rules)
     constitution, templates = _sources(run, card, notes)
     sources = (CopySources.from_constitution(constitution, templates, rules.few_shot_copy.min_words)
                if constitution is not None else None)

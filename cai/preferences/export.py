@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from cai.errors import CaiError
-from cai.preferences.strategies import normalize
+from cai.text import normalize
 
 SPLITS = ("train_prefs", "test_prefs", "train_sft", "test_sft")
 DROPPED = "dropped.jsonl"
@@ -179,3 +179,14 @@ def read_card(dataset_dir: Path) -> dict | None:
     except YAMLError:
         return None
     return front if isinstance(front, dict) else None
+
+
+def load_card(dataset_dir: str | Path) -> dict:
+    """The front matter of a dataset's card, or a one-line error saying why there is none."""
+    dataset_dir = Path(dataset_dir)
+    if not (dataset_dir / "README.md").is_file():
+        raise CaiError(f"{dataset_dir}: no dataset card README.md; is this a directory written by `cai data pairs`?")
+    front = read_card(dataset_dir)
+    if front is None:
+        raise CaiError(f"{dataset_dir / 'README.md'}: no YAML front matter")
+    return front

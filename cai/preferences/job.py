@@ -9,33 +9,53 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from cai.engines.base import DEFAULT_BATCH_SIZE
 from cai.errors import CaiError
 from cai.generation.store import RunStore
-from cai.preferences.strategies import STRATEGIES, PairRules, QualityFilter, final_vs_initial, pairs_from_record
-from cai.safety.filter import SafetyRules, apply_rules, score_rows
+from cai.preferences.config import AnnotationsConfig, FilterConfig, PairsConfig, SafetySettings
+from cai.preferences.pair_filter import PairRules, QualityFilter
+from cai.preferences.strategies import final_vs_initial, pairs_from_record
+from cai.safety.filter import SafetyRules, apply_rules, load_rules, score_rows
 
-VERIFY = ("none", "judge")
 JUDGE_DISAGREES = "judge disagrees"
 
 
 @dataclass
-class PairsConfig:
-    run: str
-    strategy: str = "final-vs-initial"
-    out: str | None = None                   # default: RUN/dataset
-    filter: bool = True
-    rules: SafetyRules = field(default_factory=SafetyRules)
-    pair_rules: PairRules = field(default_factory=PairRules)
-    test_share: float = 0.1
-    seed: int = 0
-    feedback_margin: float = 0.1             # ai-feedback: keep pairs with |label - 0.5| >= margin
-    feedback_model: str | None = None        # judge of ai-feedback and --verify judge (default: the run's model)
-    feedback_engine: str | None = None       # default: the run's engine (transformers for a server run)
-    verify: str = "none"                     # judge: keep pairs the judge prefers by verify_margin
-    verify_margin: float = 0.1
+class PairsSummary:
+    """What `cai data pairs` did: counts through the pipeline and where the dataset went."""
+
+    records: int
+    candidates: int
+    kept: int
+    dropped: dict[str, int]
+    splits: dict[str, int]
+    out: str
+    note: str | None = None
+
+
+@dataclass
+class FilterSummary:
+    """What `cai data filter` did."""
+
+    pairs: int
+    kept: int
+    dropped: dict[str, int]
+    splits: dict[str, int]
+    out: str
+
+
+def safety_rules(cfg: SafetySettings) -> SafetyRules:
+    """The safety thresholds of a job: its rules file, with its flags on top."""
+    return load_rules(cfg.rules, scorer=cfg.scorer, toxicity_max=cfg.toxicity_max)
+
+
+def pair_rules(cfg: PairsConfig) -> PairRules:
+    from cai.preferences.quality import load_quality_rules
+
+    return PairRules(drop_truncated=not cfg.keep_truncated, quality=load_quality_rules(cfg.rules, skip=cfg.skip_rule))
 
 
 @contextmanager
@@ -56,7 +76,7 @@ def _judge(cfg: PairsConfig, manifest: dict):
         engine.close()
 
 
-def _batched(rows: list, size: int = 16):
+def _batched(rows: list, size: int = DEFAULT_BATCH_SIZE):
     for start in range(0, len(rows), size):
         yield rows[start:start + size]
 
@@ -109,18 +129,13 @@ def verify_with_judge(rows: list[dict], cfg: PairsConfig, manifest: dict, source
     return kept
 
 
-def build_dataset(cfg: PairsConfig, *, reporter=None) -> dict:
-    """Run the whole pairs job and return counts for the summary."""
+def build_dataset(cfg: PairsConfig, *, on_scored=None) -> PairsSummary:
+    """Run the whole pairs job; `on_scored(n)` follows the safety scoring."""
     from cai.generation.snapshot import run_sources
     from cai.preferences.export import write_dataset
     from cai.preferences.quality import CopySources
 
-    if cfg.strategy not in STRATEGIES:
-        raise CaiError(f"--strategy: unknown strategy {cfg.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if cfg.verify not in VERIFY:
-        raise CaiError(f"--verify: unknown check {cfg.verify!r}; choose one of {', '.join(VERIFY)}")
-    if cfg.verify == "judge" and cfg.strategy == "ai-feedback":
-        raise CaiError("--verify judge: ai-feedback pairs are already chosen by the judge; use another --strategy")
+    rules, filter_rules = safety_rules(cfg), pair_rules(cfg)
     store = RunStore(cfg.run)
     manifest = store.read_manifest()
     if manifest is None:
@@ -129,7 +144,7 @@ def build_dataset(cfg: PairsConfig, *, reporter=None) -> dict:
     if not records:
         raise CaiError(f"{cfg.run}: no generation records yet")
     sources = run_sources(store.dir, manifest)
-    quality = cfg.pair_rules.quality
+    quality = filter_rules.quality
 
     dropped: Counter = Counter()
     dropped_rows: list[dict] = []
@@ -150,11 +165,11 @@ def build_dataset(cfg: PairsConfig, *, reporter=None) -> dict:
     copy_sources = (CopySources.from_constitution(sources.constitution, sources.templates,
                                                   quality.few_shot_copy.min_words)
                     if quality.few_shot_copy.enabled else None)
-    pair_filter = QualityFilter(cfg.pair_rules, seed=cfg.seed, sources=copy_sources, on_drop=drop)
+    pair_filter = QualityFilter(filter_rules, seed=cfg.seed, sources=copy_sources, on_drop=drop)
     rows = list(pair_filter(candidates))
     if cfg.filter and rows:
-        score_rows(rows, cfg.rules, on_batch=reporter.advance if reporter else None)
-        rows, _ = apply_rules(rows, cfg.rules, on_drop=drop)
+        score_rows(rows, rules, on_batch=on_scored)
+        rows, _ = apply_rules(rows, rules, on_drop=drop)
     if cfg.verify == "judge" and rows:
         rows = verify_with_judge(rows, cfg, manifest, sources, drop)
 
@@ -169,5 +184,45 @@ def build_dataset(cfg: PairsConfig, *, reporter=None) -> dict:
         if cfg.verify != "none" else None,
         "command": " ".join(["cai", *sys.argv[1:]]),
     })
-    return {"records": len(records), "candidate pairs": n_candidates, "kept pairs": len(rows),
-            "dropped": dict(dropped), "splits": counts, "out": str(out), "note": sources.note}
+    return PairsSummary(records=len(records), candidates=n_candidates, kept=len(rows), dropped=dict(dropped),
+                        splits=counts, out=str(out), note=sources.note)
+
+
+def filter_dataset(cfg: FilterConfig, *, on_scored=None) -> FilterSummary:
+    """`cai data filter`: validate existing pairs, score them, drop by the safety rules, write a dataset."""
+    from cai.preferences.export import write_dataset
+    from cai.preferences.validation import iter_rows, row_problems
+
+    rules = safety_rules(cfg)
+    rows = []
+    for where, row in iter_rows(cfg.path):
+        problems = row_problems(row)
+        if problems:
+            raise CaiError(f"{cfg.path}: {where}: {problems[0]} (run `cai data validate {cfg.path}`)")
+        rows.append(dict(row))
+    score_rows(rows, rules, on_batch=on_scored)
+    dropped_rows: list[dict] = []
+    kept, dropped = apply_rules(rows, rules, on_drop=lambda row, why: dropped_rows.append({**row, "drop_reason": why}))
+    counts = write_dataset(kept, cfg.out, test_share=cfg.test_share, seed=cfg.seed, dropped_rows=dropped_rows,
+                           meta={"dropped": dict(dropped), "strategy": "filtered", "command": "cai data filter"})
+    return FilterSummary(pairs=len(rows), kept=len(kept), dropped=dict(dropped), splits=counts, out=cfg.out)
+
+
+def import_annotations(cfg: AnnotationsConfig):
+    """`cai data import-annotations`: the agreement report, and with `out` the dataset and pairs.jsonl.
+
+    Returns (the import with its report, the split counts or None).
+    """
+    from cai.preferences.annotations import import_annotations as read_annotations
+    from cai.preferences.annotations import write_pairs_jsonl
+    from cai.preferences.export import write_dataset
+
+    result = read_annotations(cfg.path, min_seconds=cfg.min_seconds)
+    if not cfg.out:
+        return result, None
+    rows = [{**r, "generation_id": r["item_id"], "category": r.get("category", ""), "principle_ids": [],
+             "model": "human"} for r in result.rows]
+    counts = write_dataset(rows, cfg.out, test_share=cfg.test_share, seed=cfg.seed,
+                           meta={"strategy": "human", "command": f"cai data import-annotations {cfg.path}"})
+    write_pairs_jsonl(result.rows, Path(cfg.out) / "pairs.jsonl")
+    return result, counts

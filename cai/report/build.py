@@ -37,11 +37,12 @@ from pathlib import Path
 from cai.errors import CaiError
 from cai.io import read_json, read_jsonl
 from cai.preferences.export import DROPPED, read_card
+from cai.report.config import ReportConfig
+from cai.safety.registry import DEFAULT_SCORER, TOXIC_AT
 from cai.text import format_number
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
-TOXIC_AT = 0.7
 COLORS = {"initial": "#c0504d", "revised": "#4f81bd", "model": "#4f81bd", "baseline": "#9e9e9e", "comparison": "#6a9a3a",
           "chosen": "#4f81bd", "rejected": "#c0504d"}
 
@@ -302,7 +303,7 @@ def _words(text: str) -> int:
     return len((text or "").split())
 
 
-def score_texts(texts: list[str], scorer_name: str = "toxic-bilstm") -> tuple[list[float] | None, str | None]:
+def score_texts(texts: list[str], scorer_name: str = DEFAULT_SCORER) -> tuple[list[float] | None, str | None]:
     """Toxicity of each text, or (None, reason) when the scorer cannot run."""
     if not texts:
         return [], None
@@ -650,14 +651,14 @@ def environment():
 
 
 def render(ctx: dict) -> str:
-    return environment().get_template(TEMPLATE).render(**ctx)
+    return environment().get_template(TEMPLATE).render(**ctx, toxic_at=TOXIC_AT)
 
 
-def build_report(run: str | Path, out: str | Path | None = None, *, samples: int = 40, score: bool = True,
-                 seed: int = 0) -> Path:
-    """Write the report of `run` (default RUN/report.html) and return its path."""
+def build_report(cfg: ReportConfig) -> Path:
+    """Write the report of `cfg.run` (default RUN/report.html) and return its path."""
     from cai.io import write_atomic
 
+    run, out, samples, score, seed = cfg.run, cfg.out, cfg.samples, cfg.score, cfg.seed
     run_dir = Path(run)
     if not run_dir.is_dir():
         raise CaiError(f"{run}: run directory not found")
