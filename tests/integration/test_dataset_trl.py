@@ -6,15 +6,7 @@ import json
 import math
 
 import pytest
-from typer.testing import CliRunner
-
-from cai.cli.main import app
-
-
-def _invoke(args):
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
+from support import cli
 
 
 @pytest.fixture(scope="module")
@@ -23,17 +15,17 @@ def tiny_run(tmp_path_factory, tiny_model_dir):
     prompts = root / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Question {i}: how do I do thing {i}?"}) + "\n"
                                for i in range(8)))
-    _invoke(["generate", "-c", "constitution/hhh.yaml", "--prompts", str(prompts), "--model", str(tiny_model_dir),
+    cli(["generate", "-c", "constitution/hhh.yaml", "--prompts", str(prompts), "--model", str(tiny_model_dir),
              "--out", str(root / "run"), "--rounds", "2", "--max-new-tokens", "12", "--few-shot", "1"])
     return root / "run"
 
 
 def test_pairs_command_counts_every_pair_and_scores_columns(tiny_run, tmp_path):
     out = tmp_path / "ds"
-    result = _invoke(["data", "pairs", str(tiny_run), "--strategy", "per-round", "--out", str(out),
+    result = cli(["data", "pairs", str(tiny_run), "--strategy", "per-round", "--out", str(out),
                       "--no-filter", "--keep-truncated"])
     assert "16 pairs" in result.output          # 8 records x 2 rounds
-    _invoke(["data", "pairs", str(tiny_run), "--out", str(tmp_path / "filtered"), "--toxicity-max", "0.7",
+    cli(["data", "pairs", str(tiny_run), "--out", str(tmp_path / "filtered"), "--toxicity-max", "0.7",
              "--keep-truncated"])
     from datasets import load_from_disk
 
@@ -53,7 +45,7 @@ def test_dpo_and_reward_trainers_take_the_export_as_it_is(tiny_run, tmp_path, ti
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 
-    _invoke(["data", "pairs", str(tiny_run), "--out", str(tmp_path / "ds"), "--no-filter", "--test-share", "0.25", "--keep-truncated"])
+    cli(["data", "pairs", str(tiny_run), "--out", str(tmp_path / "ds"), "--no-filter", "--test-share", "0.25", "--keep-truncated"])
     dd = load_from_disk(str(tmp_path / "ds" / "hf"))
     assert len(dd["train_prefs"]) >= 2
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -73,15 +65,15 @@ def test_dpo_and_reward_trainers_take_the_export_as_it_is(tiny_run, tmp_path, ti
 
 
 def test_ai_feedback_orients_pairs_by_the_judges_label(tiny_run, tmp_path, tiny_model_dir):
-    _invoke(["data", "pairs", str(tiny_run), "--strategy", "ai-feedback", "--feedback-margin", "0",
+    cli(["data", "pairs", str(tiny_run), "--strategy", "ai-feedback", "--feedback-margin", "0",
              "--no-filter", "--out", str(tmp_path / "ds"), "--feedback-model", str(tiny_model_dir),
              "--keep-truncated"])
     rows = [json.loads(line) for split in ("train_prefs", "test_prefs")
             for line in (tmp_path / "ds" / f"{split}.jsonl").read_text().splitlines()]
     assert len(rows) == 8
     assert all(0.5 <= r["feedback_label"] <= 1.0 and r["strategy"] == "ai-feedback" for r in rows)
-    records = {json.loads(l)["id"]: json.loads(l) for p in (tiny_run / "generations").glob("*.jsonl")
-               for l in p.read_text().splitlines()}
+    records = {json.loads(line)["id"]: json.loads(line) for p in (tiny_run / "generations").glob("*.jsonl")
+               for line in p.read_text().splitlines()}
     for r in rows:
         rec = records[r["generation_id"]]
         assert {r["chosen"][0]["content"], r["rejected"][0]["content"]} == {rec["initial_response"],

@@ -13,14 +13,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from support import REPO
 from typer.testing import CliRunner
 
 from cai.cli.main import app
 from cai.errors import CaiError
-from cai.report.config import ReportConfig
 from cai.report.build import build_report, group_series, pipeline_counts, read_training_log, training_series
+from cai.report.config import ReportConfig
 
-REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 XSS = '<script>alert("pwned")</script><img src="https://evil.example/x.png">'
 

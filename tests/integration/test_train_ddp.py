@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from test_train_helpers import write_preferences
+from support.train import write_preferences
 from typer.testing import CliRunner
 
 from cai.cli.main import app

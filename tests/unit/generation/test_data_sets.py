@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from support import REPO
 
 from cai.generation.prompt_files import load_prompts
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = REPO / "data"
 RED_TEAM_CATEGORIES = {"violence", "self-harm", "hate", "fraud", "privacy", "dangerous-chemistry", "cyber"}
 
 # file, id prefix, (min, max) prompts, categories that must all be present (each at least `per`)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from support.vllm_env import vllm_env
 from typer.testing import CliRunner
-from vllm_helpers import vllm_env
 
 from cai.cli.main import app
 from cai.generation.store import RunStore
+
+pytestmark = pytest.mark.vllm
 
 
 @pytest.mark.slow

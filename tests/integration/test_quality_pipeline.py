@@ -16,9 +16,8 @@ from html import escape
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from support import cli
 
-from cai.cli.main import app
 from cai.constitution import load_constitution
 from cai.engines.base import Completion, Engine
 from cai.io import read_jsonl
@@ -130,10 +129,9 @@ def scripted():
         yield
 
 
-def _invoke(*args):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
+
+def _cli(*args):
+    return cli(args)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +143,7 @@ def generated(tmp_path_factory, scripted, embedded_model_dir):
     prompts = root / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": k, "category": v[0], "prompt": v[1]}) + "\n"
                                for k, v in SCRIPT.items()))
-    _invoke("generate", "--constitution", constitution, "--prompts", prompts, "--engine", "scripted",
+    _cli("generate", "--constitution", constitution, "--prompts", prompts, "--engine", "scripted",
             "--model", embedded_model_dir, "--rounds", "1", "--few-shot", "1", "--max-new-tokens", MAX_NEW_TOKENS,
             "--out", root / "run", "--quiet")
     return root
@@ -180,7 +178,7 @@ def test_only_the_good_records_are_kept_and_the_card_counts_each_rule(run):
         "off-topic": "off-topic", "cut": "truncated"}
     assert "few-shot 1, turn 6" in dropped["copy"]["drop_detail"]
 
-    stats = _invoke("data", "stats", dataset).output
+    stats = _cli("data", "stats", dataset).output
     for rule in expected:
         assert re.search(rf"{rule}\s.*\b1\b", stats), rule
     assert stats.rstrip().splitlines()[-1].startswith("└")          # ends with the drop table
@@ -194,14 +192,14 @@ def test_the_few_shot_copy_rule_reads_the_snapshot_after_the_constitution_is_edi
     # Against the edited file the copy is no longer found, so the test fails if pairs read the file.
     copied = SCRIPT["copy"][4]
     assert CopySources.from_constitution(load_constitution(constitution)).longest_copy(copied) is None
-    _invoke("data", "pairs", out)
+    _cli("data", "pairs", out)
     assert read_card(out / "dataset")["dropped"]["few-shot copy"] == 1
-    assert "has changed since" in " ".join(_invoke("data", "stats", out / "dataset").output.split())
+    assert "has changed since" in " ".join(_cli("data", "stats", out / "dataset").output.split())
 
 
 def test_skip_rule_keeps_what_the_rule_would_drop(run):
     out, _ = run
-    _invoke("data", "pairs", out, "--skip-rule", "meta-comment", "--out", out / "ds2")
+    _cli("data", "pairs", out, "--skip-rule", "meta-comment", "--out", out / "ds2")
     card = read_card(out / "ds2")
     assert "meta-comment" not in card["dropped"] and card["quality_rules"]["meta-comment"]["enabled"] is False
     assert "meta" in {r["generation_id"] for r in _kept(out / "ds2")}
@@ -209,7 +207,7 @@ def test_skip_rule_keeps_what_the_rule_would_drop(run):
 
 def test_verify_judge_drops_the_pairs_it_reverses_and_stores_its_label(run):
     out, _ = run
-    result = _invoke("data", "pairs", out, "--verify", "judge")
+    result = _cli("data", "pairs", out, "--verify", "judge")
     assert "judge disagrees" in result.output
     kept = {r["generation_id"]: r for r in _kept(out / "dataset")}
     assert set(kept) == KEPT - {"good-names"}
@@ -222,7 +220,7 @@ def test_verify_judge_drops_the_pairs_it_reverses_and_stores_its_label(run):
 def test_audit_counts_every_rule_shows_refusals_by_category_and_writes_a_page(run):
     out, _ = run
     page = out / "audit.html"
-    result = _invoke("data", "audit", out, "--out", page)
+    result = _cli("data", "audit", out, "--out", page)
     table = {m.group(1): m.group(2, 3, 4) for m in re.finditer(r"│ ([a-z -]+?)\s*│\s*(\S+)\s*│\s*(\S+)\s*│\s*(\d+)",
                                                                result.output)}
     for rule in ("few-shot copy", "critique echo", "repetition loop", "meta-comment", "off-topic"):
@@ -238,12 +236,12 @@ def test_audit_counts_every_rule_shows_refusals_by_category_and_writes_a_page(ru
     assert html.count('class="sample"') >= 6 and "I&#39;m sure you&#39;re right" in html
     assert "<script" not in html and "http" not in html.split("<body>", 1)[1]
     # the dataset alone audits the same way (its card names the snapshot)
-    assert _invoke("data", "audit", out / "dataset").output.count("│") == result.output.count("│")
+    assert _cli("data", "audit", out / "dataset").output.count("│") == result.output.count("│")
 
 
 def test_report_shows_the_new_drop_reasons_in_the_pipeline_and_the_sample_browser(run):
     out, _ = run
-    _invoke("report", out, "--no-score")
+    _cli("report", out, "--no-score")
     html = (out / "report.html").read_text()
     pipeline = html.split('id="pipeline"', 1)[1].split("</section>", 1)[0]
     samples = html.split('id="samples"', 1)[1].split("</section>", 1)[0]
@@ -262,7 +260,7 @@ def test_the_off_topic_rule_can_use_the_embedding_scorer(run, embedded_model_dir
     # The embedded chat model is a weak sentence encoder: its similarities crowd near 0.8-0.9.
     rules.write_text("quality:\n  off_topic: {scorer: embedding, max_similarity: 0.75, min_gap: 0.1, "
                      f"scorer_options: {{model: '{embedded_model_dir}'}}}}\n")
-    _invoke("data", "pairs", out, "--rules", rules)
+    _cli("data", "pairs", out, "--rules", rules)
     dropped = {r["generation_id"]: r for r in read_jsonl(out / "dataset" / "dropped.jsonl")}
     assert dropped["off-topic"]["drop_reason"] == "off-topic"
     assert dropped["off-topic"]["chosen_prompt_similarity"] < dropped["off-topic"]["rejected_prompt_similarity"]

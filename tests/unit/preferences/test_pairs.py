@@ -163,7 +163,7 @@ def test_validate_reports_one_line_per_bad_row(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in [good, *bad]) + "\n{not json\n")
     result = CliRunner().invoke(app, ["data", "validate", str(path)])
     assert result.exit_code == 1
-    lines = [l for l in result.output.splitlines() if l.startswith(str(path))]
+    lines = [line for line in result.output.splitlines() if line.startswith(str(path))]
     assert lines == [
         f"{path}: line 2: chosen: identical to rejected",
         f"{path}: line 3: chosen[0].content: empty",
@@ -190,7 +190,7 @@ def test_import_annotations_command_writes_a_trainable_dataset(tmp_path):
     assert "Krippendorff" in result.output
     count, problems = validate_preferences(tmp_path / "human")
     assert problems == [] and count == 12
-    rows = [json.loads(l) for l in (tmp_path / "human" / "pairs.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "human" / "pairs.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and all(r["source"] == "human" for r in rows)
     bad = tmp_path / "bad.jsonl"
     scores = '{"helpfulness": 3, "harmlessness": 5, "honesty": 4, "clarity": 4}'

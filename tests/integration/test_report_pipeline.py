@@ -5,17 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
+from support import REPO, cli
 
-from cai.cli.main import app
-
-DATA = Path(__file__).resolve().parents[1] / "data"
-
-
-def _invoke(args, code=0):
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == code, result.output + repr(result.exception)
-    return result
+DATA = REPO / "data"
 
 
 def test_generate_pairs_eval_report(tmp_path, tiny_model_dir):
@@ -26,10 +18,10 @@ def test_generate_pairs_eval_report(tmp_path, tiny_model_dir):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(line + "\n" for line in (DATA / "red_team.jsonl").read_text().splitlines()[:4]))
     run = tmp_path / "run"
-    _invoke(["generate", "--constitution", "constitution/hhh.yaml", "--prompts", str(prompts), "--model",
+    cli(["generate", "--constitution", "constitution/hhh.yaml", "--prompts", str(prompts), "--model",
              str(tiny_model_dir), "--out", str(run), "--max-new-tokens", "6", "--few-shot", "1", "--rounds", "2",
              "--quiet", "--no-pairs"])
-    _invoke(["data", "pairs", str(run), "--keep-truncated", "--test-share", "0.25"])
+    cli(["data", "pairs", str(run), "--keep-truncated", "--test-share", "0.25"])
     torch.manual_seed(3)
     policy = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                             LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
@@ -37,11 +29,11 @@ def test_generate_pairs_eval_report(tmp_path, tiny_model_dir):
     (run / "dpo" / "metrics.jsonl").write_text("".join(
         json.dumps({"step": s, "loss": 1.0 / s, "rewards/margins": 0.1 * s, "rewards/accuracies": 0.5}) + "\n"
         for s in range(1, 6)))
-    _invoke(["eval", "--adapter", str(run / "dpo"), "--prompts", "data/eval_red_team.jsonl", "--helpful-prompts",
+    cli(["eval", "--adapter", str(run / "dpo"), "--prompts", "data/eval_red_team.jsonl", "--helpful-prompts",
              "data/eval_helpful.jsonl", "--limit", "2", "--max-new-tokens", "6", "--quiet"])
     assert (run / "eval" / "metrics.json").is_file()
 
-    result = _invoke(["report", str(run), "--samples", "3"])
+    result = cli(["report", str(run), "--samples", "3"])
     path = Path(result.output.strip())
     assert path == run / "report.html"
     html = path.read_text()

@@ -12,13 +12,15 @@ import shutil
 import sys
 
 import pytest
+from support.vllm_env import vllm_env
 from transformers import AutoTokenizer
-from vllm_helpers import vllm_env
 
 from cai.engines.base import SamplingParams
 from cai.engines.chat import apply_chat_template
 from cai.engines.vllm import VLLMEngine
 from cai.errors import CaiError
+
+pytestmark = pytest.mark.vllm
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,8 @@ def test_stop_string_ends_with_finish_stop(engine):
 @pytest.mark.slow
 def test_same_seed_same_sample(engine):
     convs = conversations(3)
-    sample = lambda seed: [c.text for c in engine.generate(convs, SamplingParams(max_new_tokens=12, temperature=1.0, seed=seed))]
+    def sample(seed):
+        return [c.text for c in engine.generate(convs, SamplingParams(max_new_tokens=12, temperature=1.0, seed=seed))]
     assert sample(7) == sample(7)
     assert sample(7) != sample(8)
 

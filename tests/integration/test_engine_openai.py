@@ -16,7 +16,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from vllm_helpers import free_port, vllm_env
+from support.vllm_env import free_port, vllm_env
 
 from cai.engines.base import SamplingParams
 from cai.engines.openai_server import OpenAIEngine
@@ -205,6 +205,7 @@ def _group_alive(group, proc) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.vllm
 def test_real_vllm_server(vllm_server):
     convs = [[{"role": "user", "content": f"Item {i}: " + "more " * i}] for i in range(5)]
     with OpenAIEngine("tiny", base_url=vllm_server, concurrency=3) as engine:
@@ -215,7 +216,8 @@ def test_real_vllm_server(vllm_server):
         assert counts == sorted(counts) and len(set(counts)) == 5           # input order kept
         assert all(c.completion_tokens == 6 and c.finish_reason == "length" for c in greedy)
         assert [c.text for c in greedy] == [c.text for c in again]
-        sample = lambda seed: [c.text for c in engine.generate(convs[:2], SamplingParams(max_new_tokens=8, temperature=1.0, seed=seed))]
+        def sample(seed):
+            return [c.text for c in engine.generate(convs[:2], SamplingParams(max_new_tokens=8, temperature=1.0, seed=seed))]
         assert sample(11) == sample(11)
         assert sample(11) != sample(12)
         with pytest.raises(CaiError, match="HTTP 404: .*no-such-model") as err:   # unknown model: fails at once

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_train_helpers import completion_logp, write_preferences
+from support.train import completion_logp, write_preferences
 from typer.testing import CliRunner
 
 from cai.cli.main import app

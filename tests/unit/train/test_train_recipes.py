@@ -7,7 +7,7 @@ a --model that does not exist.
 from __future__ import annotations
 
 import pytest
-from test_train_helpers import write_preferences
+from support.train import write_preferences
 from typer.testing import CliRunner
 
 from cai.cli.main import app

@@ -6,11 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from support import REPO, cli
 
-from cai.cli.main import app
-
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = REPO / "data"
 
 
 def _lines(path: Path, n: int) -> list[str]:
@@ -67,16 +65,10 @@ def assets(tmp_path_factory, tiny_model_dir) -> dict:
             "train_prompt": train_prompt}
 
 
-def _invoke(args, code=0):
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == code, result.output + repr(result.exception)
-    return result
-
-
 @pytest.fixture(scope="module")
 def full_eval(assets):
     """Adapter vs its base, judge on, reward model on, default gate enforced (the tiny judge fails it)."""
-    result = _invoke(["eval", "--adapter", str(assets["adapter"]), "--prompts", str(assets["red"]),
+    result = cli(["eval", "--adapter", str(assets["adapter"]), "--prompts", str(assets["red"]),
                       "--helpful-prompts", str(assets["helpful"]), "--reward-model", str(assets["rm"]),
                       "--max-new-tokens", "6", "--gate", "--quiet"], code=1)
     out = assets["run"] / "eval"
@@ -154,20 +146,20 @@ def test_gate_passes_with_exit_0_and_a_missing_judge_metric_fails_clearly(assets
     loose = tmp_path / "loose.yaml"
     loose.write_text("checks:\n  toxicity_rate: {max: 1.0}\n  bias_rate: {max: 1.0}\n")
     out = tmp_path / "eval"
-    passed = _invoke(["eval", "--adapter", str(assets["zero"]), "--prompts", str(assets["red"]), "--no-judge",
+    passed = cli(["eval", "--adapter", str(assets["zero"]), "--prompts", str(assets["red"]), "--no-judge",
                       "--no-baseline", "--max-new-tokens", "4", "--out", str(out), "--gate", "--gate-file",
                       str(loose), "--quiet"], code=0)
     assert "gate passed" in passed.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert "safety_score" not in metrics["metrics"]["model"] and "baseline" not in metrics["metrics"]
-    failed = _invoke(["eval", "gate", str(out / "metrics.json")], code=1)
+    failed = cli(["eval", "gate", str(out / "metrics.json")], code=1)
     assert "gate failed: safety_score not measured: the judge did not run (--no-judge); the gate needs it" in failed.output
 
 
 def test_eval_prompts_seen_in_training_are_refused(assets, tmp_path):
     leaked = tmp_path / "leaked.jsonl"
     leaked.write_text(json.dumps({"id": "x1", "prompt": assets["train_prompt"].upper()}) + "\n")
-    result = _invoke(["eval", "--adapter", str(assets["adapter"]), "--prompts", str(leaked), "--quiet"], code=2)
+    result = cli(["eval", "--adapter", str(assets["adapter"]), "--prompts", str(leaked), "--quiet"], code=2)
     assert result.output.startswith("error: 1 eval prompts also appear in the training run")
     assert "--allow-overlap" in result.output
 
@@ -189,13 +181,13 @@ def test_eval_prompts_seen_in_training_are_refused(assets, tmp_path):
      "error: /nonexistent/gate.yaml: gate file not found"),
 ])
 def test_usage_errors_are_one_line(args, message):
-    result = _invoke(args, code=2)
+    result = cli(args, code=2)
     assert result.output.strip().startswith(message), result.output
     assert len(result.output.strip().splitlines()) == 1
 
 
 def test_a_full_model_passed_as_adapter_is_explained(assets):
-    result = _invoke(["eval", "--adapter", str(assets["rm"]), "--prompts", str(assets["red"])], code=2)
+    result = cli(["eval", "--adapter", str(assets["rm"]), "--prompts", str(assets["red"])], code=2)
     assert "is a full model, not a PEFT adapter" in result.output
 
 
@@ -206,7 +198,7 @@ def test_reward_model_accuracy_matches_direct_scoring(assets, tmp_path):
     from cai.engines.chat import apply_chat_template
 
     out = tmp_path / "rm.json"
-    result = _invoke(["eval", "rm", "--reward-model", str(assets["rm"]), "--data", str(assets["prefs"]),
+    result = cli(["eval", "rm", "--reward-model", str(assets["rm"]), "--data", str(assets["prefs"]),
                       "--out", str(out), "--quiet"])
     assert "rm_accuracy" in result.output
     data = json.loads(out.read_text())
@@ -230,7 +222,7 @@ def test_reward_model_accuracy_matches_direct_scoring(assets, tmp_path):
 
 def test_identity_policy_has_preference_accuracy_one_half_and_lora_reward_models_load(assets, tmp_path):
     out = tmp_path / "rm.json"
-    _invoke(["eval", "rm", "--reward-model", str(assets["rm_lora"]), "--adapter", str(assets["zero"]),
+    cli(["eval", "rm", "--reward-model", str(assets["rm_lora"]), "--adapter", str(assets["zero"]),
              "--data", str(assets["prefs"]), "--out", str(out), "--quiet"])
     metrics = json.loads(out.read_text())["metrics"]["rm"]
     # a zero LoRA changes no log-prob: every implicit margin is exactly 0, a tie, counted half

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+
+from support import REPO
 
 from cai.evaluation.heldout import find_overlap, run_dir_of, run_training_prompts
 from cai.generation.prompt_files import load_prompts
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = REPO / "data"
 TRAIN = ("red_team.jsonl", "helpful.jsonl")
 EVAL = ("eval_red_team.jsonl", "eval_helpful.jsonl")
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import cli
 from typer.testing import CliRunner
 
 from cai.cli.main import app
@@ -42,15 +43,9 @@ def _records(run) -> dict[str, dict]:
     return {r["id"]: r for r in rows}
 
 
-def _invoke(args):
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
-
-
 def test_records_follow_the_schema_and_each_stage_is_one_call_per_batch(tmp_path, tiny_model_dir):
     prompts = _prompts(tmp_path, 6)
-    _invoke(_args(tiny_model_dir, prompts, tmp_path / "run", "--rounds", "2", "--batch-size", "4"))
+    cli(_args(tiny_model_dir, prompts, tmp_path / "run", "--rounds", "2", "--batch-size", "4"))
     records = _records(tmp_path / "run")
     assert sorted(records) == [f"q{i:02d}" for i in range(6)]
     r = records["q03"]
@@ -77,8 +72,8 @@ def test_records_follow_the_schema_and_each_stage_is_one_call_per_batch(tmp_path
 
 def test_same_seed_and_greedy_give_the_same_records(tmp_path, tiny_model_dir):
     prompts = _prompts(tmp_path, 3)
-    _invoke(_args(tiny_model_dir, prompts, tmp_path / "a", "--rounds", "1"))
-    _invoke(_args(tiny_model_dir, prompts, tmp_path / "b", "--rounds", "1", "--batch-size", "1"))
+    cli(_args(tiny_model_dir, prompts, tmp_path / "a", "--rounds", "1"))
+    cli(_args(tiny_model_dir, prompts, tmp_path / "b", "--rounds", "1", "--batch-size", "1"))
     assert _records(tmp_path / "a") == _records(tmp_path / "b")
 
 
@@ -114,20 +109,20 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path, tiny_model_d
     records = _records(run)
     assert sorted(records) == [f"q{i:02d}" for i in range(10)]
 
-    _invoke(_args(tiny_model_dir, prompts, tmp_path / "straight", "--rounds", "1", "--batch-size", "2"))
+    cli(_args(tiny_model_dir, prompts, tmp_path / "straight", "--rounds", "1", "--batch-size", "2"))
     assert records == _records(tmp_path / "straight")
 
 
 def test_changed_settings_are_refused_unless_force_new(tmp_path, tiny_model_dir):
     prompts = _prompts(tmp_path, 2)
-    _invoke(_args(tiny_model_dir, prompts, tmp_path / "run", "--rounds", "1"))
+    cli(_args(tiny_model_dir, prompts, tmp_path / "run", "--rounds", "1"))
     again = CliRunner().invoke(app, _args(tiny_model_dir, prompts, tmp_path / "run", "--rounds", "1"))
     assert again.exit_code == 0 and len(_records(tmp_path / "run")) == 2     # resume: nothing to do
     changed = CliRunner().invoke(app, _args(tiny_model_dir, prompts, tmp_path / "run", "--rounds", "1",
                                             "--constitution", "constitution/harmless.yaml"))
     assert changed.exit_code == 2
     assert "constitution_sha256" in changed.output and "--force-new" in changed.output
-    _invoke(_args(tiny_model_dir, prompts, tmp_path / "run", "--rounds", "1",
+    cli(_args(tiny_model_dir, prompts, tmp_path / "run", "--rounds", "1",
                   "--constitution", "constitution/harmless.yaml", "--force-new"))
     [previous] = list((tmp_path / "run" / "previous").iterdir())
     assert len(_records(tmp_path / "run")) == 2
@@ -140,16 +135,16 @@ def test_changed_settings_are_refused_unless_force_new(tmp_path, tiny_model_dir)
 
 def test_shards_merged_equal_one_run(tmp_path, tiny_model_dir):
     prompts = _prompts(tmp_path, 8)
-    _invoke(_args(tiny_model_dir, prompts, tmp_path / "all", "--rounds", "1"))
+    cli(_args(tiny_model_dir, prompts, tmp_path / "all", "--rounds", "1"))
     for i in range(2):
-        _invoke(_args(tiny_model_dir, prompts, tmp_path / f"s{i}", "--rounds", "1", "--shard", f"{i}/2"))
+        cli(_args(tiny_model_dir, prompts, tmp_path / f"s{i}", "--rounds", "1", "--shard", f"{i}/2"))
     s0, s1 = _records(tmp_path / "s0"), _records(tmp_path / "s1")
     assert s0 and s1 and not set(s0) & set(s1)
-    _invoke(["data", "merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "merged")])
+    cli(["data", "merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "merged")])
     assert _records(tmp_path / "merged") == _records(tmp_path / "all")
     assert (tmp_path / "merged" / "snapshot" / "constitution.yaml").read_text() == Path(HHH).read_text()
     other = tmp_path / "other"
-    _invoke(_args(tiny_model_dir, prompts, other, "--rounds", "1", "--seed", "5", "--limit", "1"))
+    cli(_args(tiny_model_dir, prompts, other, "--rounds", "1", "--seed", "5", "--limit", "1"))
     refused = CliRunner().invoke(app, ["data", "merge", str(tmp_path / "s0"), str(other), "--out", str(tmp_path / "m2")])
     assert refused.exit_code == 2 and "fingerprint.seed" in refused.output
 
@@ -196,13 +191,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, tiny_model_dir, extra, expec
     proc = subprocess.run(CAI + args, capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr and "Traceback" not in proc.stderr
-    assert len([l for l in proc.stderr.splitlines() if l.startswith("error:")]) >= 1
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) >= 1
 
 
 @pytest.mark.slow
 def test_the_embedded_model_runs_the_whole_loop(tmp_path, embedded_model_cache, monkeypatch):
     monkeypatch.setenv("CAI_CACHE_DIR", str(embedded_model_cache))
-    _invoke(["generate", "--constitution", HHH, "--prompts", "data/helpful.jsonl", "--limit", "2",
+    cli(["generate", "--constitution", HHH, "--prompts", "data/helpful.jsonl", "--limit", "2",
              "--rounds", "1", "--max-new-tokens", "12", "--few-shot", "1", "--out", str(tmp_path / "run")])
     records = _records(tmp_path / "run")
     assert len(records) == 2

@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from support import REPO
 from typer.testing import CliRunner
 
 from cai.cli.main import app
 from cai.errors import CaiError
 from cai.evaluation.gate import DEFAULT_GATE, check_gate, load_gate
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _metrics(**model) -> dict:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from rich.console import Console
+from support import REPO
 
 from cai.errors import CaiError
 from cai.generation.prompt_files import load_prompts
 from cai.preferences.annotations import import_annotations, read_annotations, report_table, write_pairs_jsonl
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = REPO / "data"
 SAMPLE = DATA / "annotations_sample.jsonl"
 SCORES = {"helpfulness": 4, "harmlessness": 5, "honesty": 5, "clarity": 4}
 DROP = object()
