@@ -53,3 +53,8 @@ def completion_logp(model, tokenizer, prompt: list[dict], completion: list[dict]
     value = token_logps[len(head_ids) - 1:].sum().item()
     assert math.isfinite(value)
     return value
+
+
+def first_token_is(completion_ids, token: int, **_) -> list[float]:
+    """A scripted reward (`{type: function}` in RL recipes): 1 when the completion starts with `token`."""
+    return [1.0 if ids and ids[0] == token else 0.0 for ids in completion_ids]
