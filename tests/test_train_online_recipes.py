@@ -7,10 +7,10 @@ import json
 import shutil
 
 import pytest
-from typer.testing import CliRunner
 
-from cai.cli.main import app
 from cai.paths import shipped_dir
+from test_train_helpers import cli_error_line as _fail
+from test_train_helpers import cli_stdout as _ok
 from test_train_helpers import write_preferences
 
 RECIPES = shipped_dir("recipes")
@@ -39,21 +39,6 @@ def weightless_policy(tmp_path_factory, tiny_model_dir):
         if not item.name.endswith(".safetensors"):
             shutil.copy(item, folder / item.name)
     return folder
-
-
-def _fail(args) -> str:
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2, (result.output, result.exception)
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
-
-
-def _ok(args) -> str:
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.stdout
 
 
 def test_shipped_recipes_map_the_guides_ppo_settings():
@@ -101,7 +86,7 @@ def test_shipped_rl_pipelines_validate(recipe, tmp_path):
     ("grpo", ["--set", "rewards=[]"], "rewards: expected a non-empty list of rewards"),
     ("grpo", ["--set", "rewards.0.type=oracle"], "rewards.0.type: unknown reward type 'oracle'; expected one of "
                                                  "reward-model, judge, toxicity, refusal, function"),
-    ("grpo", ["--set", "rewards=[{path: x}]"], "rewards.0: missing; expected one of reward-model"),
+    ("grpo", ["--set", "rewards=[{path: x}]"], "rewards.0: type: missing; expected one of reward-model"),
     ("grpo", ["--set", "rewards.2.scorerr=detoxify"], "rewards.2.scorerr: unknown key; did you mean rewards.2.scorer?"),
     ("grpo", ["--set", "rewards.2.scorer=perspective"], "rewards.2.scorer: unknown scorer 'perspective'"),
     ("grpo", ["--set", "rewards.1.weight=heavy"], "rewards.1.weight: expected a number"),

@@ -119,11 +119,13 @@ class FunctionEntry(RewardEntry):
         if str(Path.cwd()) not in sys.path:
             sys.path.insert(0, str(Path.cwd()))          # as TRL's scripts do
         try:
-            func = getattr(importlib.import_module(module_name), attr)
-        except ImportError as err:
-            raise CaiError(f"cannot import {module_name}: {err}") from None
-        except AttributeError:
-            raise CaiError(f"{module_name} has no {attr}") from None
+            module = importlib.import_module(module_name)
+        except Exception as err:                         # a missing module, or one that fails as it loads
+            first = (str(err).strip().splitlines() or [""])[0]
+            raise CaiError(f"cannot import {module_name}: {type(err).__name__}: {first}") from None
+        func = getattr(module, attr, None)
+        if func is None:
+            raise CaiError(f"{module_name} has no {attr}")
         if not callable(func):
             raise CaiError(f"{self.function} is not callable")
         return func
@@ -152,7 +154,7 @@ def parse_rewards(recipe, raw: Any) -> list[RewardEntry]:
             raise recipe.error(key, f"expected a mapping with a type ({', '.join(ENTRIES)}), got {item!r}")
         kind = item.get("type")
         if kind not in ENTRIES:
-            found = "missing" if kind is None else f"unknown reward type {kind!r}"
+            found = "type: missing" if kind is None else f"unknown reward type {kind!r}"
             raise recipe.error(f"{key}.type" if kind is not None else key, f"{found}; expected one of {', '.join(ENTRIES)}")
         entry = read_mapping(recipe, {k: v for k, v in item.items() if k != "type"}, key, ENTRIES[kind])
         if not math.isfinite(entry.weight):
