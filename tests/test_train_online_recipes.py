@@ -80,9 +80,12 @@ def test_shipped_rl_pipelines_validate(recipe, tmp_path):
     ("grpo", ["--set", "training.value_coeff=0.5"], "GRPO and RLOO train no value model"),
     ("grpo", ["--set", "training.entropy_coeff=0.01"], "renamed: use training.entropy_coef"),
     ("rloo", ["--set", "training.entropy_coeff=0.01"], "this trainer has no entropy bonus"),
-    ("grpo", ["--set", "training.num_generations=3"], "GRPOConfig refused the settings: generation_batch_size (32) "
+    ("grpo", ["--set", "training.num_generations=3", "--set", "data.eval_split=null"], "GRPOConfig refused the settings: generation_batch_size (32) "
                                                      "must be divisible by num_generations (3)"),
     ("grpo", ["--set", "training.reward_weights=[1, 1]"], "set each reward's weight in its rewards: entry"),
+    ("rloo", ["--set", "training.num_generations=3", "--set", "training.per_device_train_batch_size=3",
+              "--set", "training.gradient_accumulation_steps=1"],
+     "training.per_device_eval_batch_size: 8 is not a multiple of the 3 completions per prompt"),
     ("grpo", ["--set", "rewards=[]"], "rewards: expected a non-empty list of rewards"),
     ("grpo", ["--set", "rewards.0.type=oracle"], "rewards.0.type: unknown reward type 'oracle'; expected one of "
                                                  "reward-model, judge, toxicity, refusal, function"),

@@ -9,6 +9,7 @@ of `messages` but the last), one row per distinct prompt; evaluation uses `test_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,15 @@ def validate(recipe: OnlineRecipe, resolved: dict) -> None:
                            "(--set rewards.0.weight=0.5)")
     check_rewards(recipe)
     resolved["reward_weights"] = [float(entry.weight) for entry in recipe.rewards]
+    if recipe.data.eval_split is not None:             # cai evaluates once at the end, whatever eval_strategy says
+        default = {f.name: f.default for f in dataclasses.fields(recipe.config_class())}
+        group = resolved.get("num_generations_eval") or resolved.get("num_generations", default["num_generations"])
+        batch = resolved.get("per_device_eval_batch_size", default["per_device_eval_batch_size"])
+        if batch % group:
+            raise recipe.error("training.per_device_eval_batch_size",
+                               f"{batch} is not a multiple of the {group} completions per prompt: the final evaluation "
+                               f"on {recipe.data.eval_split} prompts scores whole groups; set it to a multiple of {group} "
+                               "or data.eval_split: null")
 
 
 def preflight(recipe: OnlineRecipe, model_path: str | None) -> None:
