@@ -153,7 +153,8 @@ def _online_rows(summary: dict) -> list[tuple[str, Any]]:
         return []
 
     def arrow(a, b):
-        return None if a is None or b is None else f"{a:.4g} -> {b:.4g}"
+        numbers = all(isinstance(v, (int, float)) for v in (a, b))
+        return f"{a:.4g} -> {b:.4g}" if numbers else None
 
     rows = [("reward (first -> last step)", arrow(summary.get("reward_first"), summary["reward_last"]))]
     for name, r in summary.get("rewards", {}).items():
