@@ -64,6 +64,11 @@ BENCHES = [
     Bench("train-dpo", "train_dpo.py", [], ["--repeats", "1", "--steps", "4", "--memory-steps", "1",
                                                "--memory-repeats", "1", "--memory-models", "135m"],
           "cai train dpo vs TRL's DPO script; LoRA DPO memory with vs without a reference copy", timeout=7200),
+    Bench("train-grpo", "train_grpo.py", [], ["--repeats", "1", "--steps", "4", "--tokens", "32",
+                                               "--judge-completions", "4", "--judge-repeats", "1",
+                                               "--plumbing-steps", "2", "--eval-limit", "2"],
+          "cai train grpo vs TRL's GRPO script; judge reward cost vs generation; 30-step plumbing run + cai eval "
+          "(embedded SmolLM2)", timeout=14400),
     Bench("eval", "run_all.py", ["--internal", "eval"], ["--internal", "eval", "--quick"],
           "cai eval (adapter-free model vs baseline, judge on) and cai report on the embedded SmolLM2"),
 ]

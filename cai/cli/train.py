@@ -1,4 +1,4 @@
-"""`cai train`: SFT, DPO and reward-model recipes on TRL + PEFT."""
+"""`cai train`: SFT, DPO, reward-model and online RL (GRPO, RLOO) recipes on TRL + PEFT."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import typer
 
 from cai.cli.options import group
 
-app = group("Train with SFT, DPO or a reward model on a cai dataset.")
+app = group("Train with SFT, DPO, a reward model or online RL (GRPO, RLOO) on a cai dataset.")
 
 
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="train")
 
-_RECIPE_HELP = "Recipe YAML file or shipped name (sft, dpo, reward, smoke/dpo, ...). Default: the shipped {kind} recipe."
+_RECIPE_HELP = "Recipe YAML file or shipped name (sft, dpo, reward, grpo, rloo, smoke/dpo, ...). Default: the shipped {kind} recipe."
 _SET_HELP = "Override a recipe key: --set training.learning_rate=5e-6 (repeatable; values are YAML)."
 
 
@@ -85,12 +85,16 @@ app.command("dpo", help="DPO on chosen vs rejected (train_prefs); LoRA reference
     _command("dpo", "DPO"))
 app.command("reward", help="Reward model (one-output classifier) on chosen vs rejected, with a margin; reports test accuracy.")(
     _command("reward", "reward"))
+app.command("grpo", help="Online RL (GRPO) on the dataset's prompts against the recipe's rewards: reward model, "
+                         "judge, toxicity, refusal.")(_command("grpo", "GRPO"))
+app.command("rloo", help="Online RL (RLOO) on the dataset's prompts against the recipe's rewards: reward model, "
+                         "judge, toxicity, refusal.")(_command("rloo", "RLOO"))
 
 
-@app.command("pipeline", help="Chain stages (SFT -> DPO, or SFT -> reward): finished stages are skipped, an interrupted one resumes.")
+@app.command("pipeline", help="Chain stages (SFT -> DPO, SFT -> reward, SFT -> reward -> GRPO/RLOO): finished stages are skipped, an interrupted one resumes.")
 def pipeline(
     data: str = typer.Option(..., "--data", "-d", help="Dataset folder written by `cai data pairs` (runs/NAME/dataset)."),
-    recipe: str = typer.Option("pipeline", "--recipe", "-r", help="Pipeline YAML or shipped name (pipeline, pipeline-reward, smoke/pipeline)."),
+    recipe: str = typer.Option("pipeline", "--recipe", "-r", help="Pipeline YAML or shipped name (pipeline, pipeline-reward, pipeline-rl, smoke/pipeline)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model of the first stage (default: the pipeline's, else the embedded model)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Folder for the stages, OUT/<stage>/ (default: the dataset's parent, runs/NAME)."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override: sft.training.max_steps=10 (one stage) or training.max_steps=10 (every stage)."),

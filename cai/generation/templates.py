@@ -18,7 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from cai.errors import CaiError
 from cai.paths import shipped_dir
 
-TEMPLATE_NAMES = ("system", "answer", "critique", "revision", "feedback", "judge")
+TEMPLATE_NAMES = ("system", "answer", "critique", "revision", "feedback", "judge", "principle")
 
 _SAMPLE_PRINCIPLE = SimpleNamespace(
     id="sample", critique="Critique request.", revision="Revision request.", tags=["harmless"], weight=1.0
@@ -37,6 +37,8 @@ SAMPLE_VARS = {
         "labels": ["A", "B"],
     },
     "judge": {"prompt": "A question?", "response": "An answer.", "labels": ["A", "B"]},
+    "principle": {"prompt": "A question?", "response": "An answer.", "principle": _SAMPLE_PRINCIPLE,
+                  "labels": ["A", "B"]},
 }
 
 

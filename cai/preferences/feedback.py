@@ -73,15 +73,33 @@ def pair_preferences(engine, templates: Templates, constitution, rows: list[dict
 
 def harmless_probabilities(engine, templates: Templates, items: list[tuple[str, str]]) -> list[float]:
     """P(harmless) for (prompt, response) pairs, averaged over both label orders."""
+    return _first_option_probabilities(engine, [
+        lambda labels, p=prompt, r=response: templates.render("judge", prompt=p, response=r, labels=labels)
+        for prompt, response in items])
+
+
+def principle_probabilities(engine, templates: Templates, items: list[tuple[str, str, object]]) -> list[float]:
+    """P(the response follows the principle) for (prompt, response, principle) triples, both label orders averaged.
+
+    The judge of online RL (`cai train grpo|rloo`, reward `judge`): one response, one principle at a time.
+    """
+    return _first_option_probabilities(engine, [
+        lambda labels, p=prompt, r=response, c=principle: templates.render("principle", prompt=p, response=r,
+                                                                           principle=c, labels=labels)
+        for prompt, response, principle in items])
+
+
+def _first_option_probabilities(engine, questions: list) -> list[float]:
+    """P(the first option) of two-option questions, each rendered (`question(labels)`) with the labels in both
+    orders: the first option is labelled A, then B, which cancels the model's bias toward a letter."""
     chats = []
-    for prompt, response in items:
+    for question in questions:
         for labels in (LABELS, LABELS[::-1]):
-            text = templates.render("judge", prompt=prompt, response=response, labels=list(labels))
-            chats.append([{"role": "user", "content": text}])
+            chats.append([{"role": "user", "content": question(list(labels))}])
     logprobs = engine.label_logprobs(chats, list(LABELS))
     out = []
-    for i in range(len(items)):
-        harmless_as_a = _softmax_first(*logprobs[2 * i])        # labels A=harmless
-        harmless_as_b = 1.0 - _softmax_first(*logprobs[2 * i + 1])   # labels swapped: B=harmless
-        out.append((harmless_as_a + harmless_as_b) / 2)
+    for i in range(len(questions)):
+        first_as_a = _softmax_first(*logprobs[2 * i])                 # labels A=first option
+        first_as_b = 1.0 - _softmax_first(*logprobs[2 * i + 1])       # labels swapped: B=first option
+        out.append((first_as_a + first_as_b) / 2)
     return out

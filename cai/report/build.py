@@ -14,7 +14,8 @@ still renders (the others say what command would fill them):
   toxicity classifier, over every record, not just the kept pairs), and lengths;
 - per-round change: length, toxicity and how much each revision changed the text;
 - training curves from every `metrics.jsonl` below the run (loss, reward
-  margins, accuracies), read tolerantly;
+  margins, accuracies; for online RL the reward per component, the KL to the
+  start model and the completion length), read tolerantly;
 - eval metrics with confidence intervals against the gate (`eval*/metrics.json`,
   `eval*/rm.json`), and the eval replies side by side;
 - a sample browser of pairs: prompt, rejected, critique, chosen, scores; kept pairs and a
@@ -91,13 +92,19 @@ def training_series(rows: list[dict]) -> dict[str, list[tuple[float, float]]]:
 # logged once when training ends: totals, not curves
 SUMMARY_KEYS = {"train_loss", "train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos",
                 "elapsed"}
-CURVE_GROUPS = (("loss", ("loss",)), ("reward margins", ("margin",)), ("accuracy", ("accurac",)))
+# (plot title, pattern of the metric names it shows); a metric goes to the first group that matches
+CURVE_GROUPS = (("loss", r"loss"), ("reward margins", r"margin"), ("accuracy", r"accurac"),
+                # online RL (GRPO, RLOO): the total reward and each reward's mean, KL, completion length
+                ("reward per component", r"^(eval_)?(reward|rewards/.+/mean)$"), ("KL", r"^(eval_)?kl$"),
+                ("completion length", r"^(eval_)?completions/mean_length$"))
 
 
 def group_series(series: dict) -> dict[str, dict]:
+    import re
+
     groups: dict[str, dict] = {}
-    for title, needles in CURVE_GROUPS:
-        keys = [k for k in series if any(n in k.lower() for n in needles)
+    for title, pattern in CURVE_GROUPS:
+        keys = [k for k in series if re.search(pattern, k.lower())
                 and not any(k in g for g in groups.values())]
         # `train_loss` etc. logged once at the end are summaries, not curves
         keys = [k for k in keys if k not in SUMMARY_KEYS]
@@ -567,7 +574,7 @@ def collect(run: Path, *, samples: int = 40, score: bool = True, seed: int = 0) 
                          "other": {k: v for k, v in last.items() if k not in shown},
                          "plot": plot_training(name, groups) if groups else None})
         if not groups:
-            notes.append(f"{name}: no loss, margin or accuracy values in its log")
+            notes.append(f"{name}: no loss, margin, accuracy or reward values in its log")
     ctx["training"] = training
 
     # eval results

@@ -1,4 +1,4 @@
-"""One training run, shared by `cai train sft|dpo|reward` and the pipeline.
+"""One training run, shared by `cai train sft|dpo|reward|grpo|rloo` and the pipeline.
 
 validate (recipe, TRL config, data, out dir) -> [accelerate launch] -> execute in each process:
 load model + tokenizer, TRL trainer, train (resuming from the last checkpoint), final eval, save the
@@ -191,6 +191,7 @@ def check_data(recipe: Recipe, data, notes: list[str]) -> dict:
     if missing:
         raise recipe.error("data.split", f"split {split!r} of {data} lacks the column(s) {', '.join(missing)} "
                            f"that a {recipe.kind} recipe needs")
+    recipe.check_split(dd[split], root, notes)
     eval_split = recipe.data.eval_split
     eval_rows = 0
     if eval_split is not None:
@@ -238,11 +239,12 @@ def last_checkpoint(out: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested mappings as dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -272,7 +274,7 @@ def out_state(out: Path, identity: dict, *, overwrite: bool) -> tuple[str, Path 
 
 def identity_diff(old: dict | None, new: dict) -> str:
     """The first setting that differs, as `key: old then, new now`."""
-    a, b = _flat(old or {}), _flat(new)
+    a, b = flatten(old or {}), flatten(new)
     key = next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), None)
     return "unreadable config.yaml" if key is None else f"{key}: {a.get(key)!r} then, {b.get(key)!r} now"
 
@@ -344,18 +346,21 @@ def train(kind: str, recipe, data, out=None, *, model: str | None = None, overri
 
     note = on_note or (lambda text: None)
     checked = check(kind, recipe, data, overrides=overrides, base=base)
+    preflight = getattr(kind_module(checked.recipe.kind), "preflight", None)   # checks of files other stages write
     preset = launch.check_preset(accelerate_config) if accelerate_config else None
     if num_processes < 1:
         raise CaiError(f"--num-processes: must be at least 1, got {num_processes}")
     out = Path(out).expanduser() if out is not None else default_out(kind, data)
     if not dry_run and out.exists() and any(out.iterdir()) and not (out / CONFIG).is_file():
         raise CaiError(f"{out}: exists and is not a cai training output (no {CONFIG}); choose another --out")
+    ref = None if dry_run else resolve_model(model if model is not None else checked.recipe.model)
+    if preflight:
+        preflight(checked.recipe, ref.path if ref else None)
     for text in checked.notes:                  # only once everything checkable is valid
         note(text)
     if dry_run:
         return TrainResult(kind, out, dry_run=True, resolved=checked.recipe.to_dict() | {"training": checked.resolved},
                            notes=checked.notes)
-    ref = resolve_model(model if model is not None else checked.recipe.model)
     identity = run_identity(checked, ref.path)
     state, ckpt = out_state(out, identity, overwrite=overwrite)
     if state == "done":

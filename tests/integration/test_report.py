@@ -207,6 +207,21 @@ def test_training_logs_are_read_tolerantly(tmp_path):
     assert list(groups) == ["loss", "accuracy"]
 
 
+def test_online_rl_logs_plot_reward_per_component_kl_and_length():
+    rows = [{"step": step, "loss": 0.0, "reward": 1.0 + step, "reward_std": 0.5, "rewards/judge/mean": 0.4,
+             "rewards/judge/std": 0.1, "rewards/toxicity/mean": 0.9, "rewards/toxicity/std": 0.05, "kl": 0.01 * step,
+             "entropy": 9.5, "completions/mean_length": 30.0 + step, "completions/max_length": 64.0}
+            for step in (1, 2, 3)] + [{"step": 3, "eval_reward": 2.5, "eval_rewards/judge/mean": 0.45, "eval_kl": 0.02}]
+    groups = group_series(training_series(rows))
+    assert set(groups["reward per component"]) == {"reward", "rewards/judge/mean", "rewards/toxicity/mean",
+                                                   "eval_reward", "eval_rewards/judge/mean"}
+    assert set(groups["KL"]) == {"kl", "eval_kl"}
+    assert set(groups["completion length"]) == {"completions/mean_length"}
+    assert groups["KL"]["kl"] == [(1.0, 0.01), (2.0, 0.02), (3.0, 0.03)]
+    dpo = group_series(training_series([{"step": 1, "loss": 0.6, "rewards/chosen": 0.1, "rewards/margins": 0.2}]))
+    assert "reward per component" not in dpo and list(dpo) == ["loss", "reward margins"]
+
+
 @pytest.mark.parametrize("parts", [dict(dataset=False, training=False, evaluation=False),
                                    dict(dataset=True, training=False, evaluation=False),
                                    dict(dataset=False, training=True, evaluation=True)])

@@ -28,6 +28,27 @@ def test_two_process_ddp_dpo_on_cpu(tmp_path, tiny_model_dir):
     assert not (out / ".launch-plan.json").exists()
 
 
+def test_two_process_ddp_grpo_on_cpu(tmp_path, tiny_model_dir):
+    """Each process generates for its share of the prompts; rewards are gathered before the group advantages."""
+    data = write_preferences(tmp_path / "dataset")
+    out = tmp_path / "grpo"
+    result = CliRunner().invoke(app, [
+        "train", "grpo", "--recipe", "smoke/grpo", "--data", str(data), "--model", str(tiny_model_dir),
+        "--out", str(out), "--num-processes", "2",
+        "--set", "rewards=[{type: refusal, on: all}, {type: toxicity, weight: 0.5}]",
+        "--set", "training.max_steps=2", "--set", "training.per_device_train_batch_size=2",
+        "--set", "training.num_generations=2", "--set", "training.max_completion_length=8",
+        "--set", "training.save_strategy=no", "--set", "data.eval_split=null"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["global_step"] == 2
+    assert set(summary["rewards"]) == {"refusal", "toxicity"}
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [row for row in steps if "loss" in row]
+    assert len(steps) == 2 and all("rewards/toxicity/std" in row and "kl" in row for row in steps)
+    assert (out / "adapter_model.safetensors").is_file() and (out / ".cai-complete").is_file()
+
+
 def test_a_failing_launched_process_is_one_error_line(tmp_path, monkeypatch):
     """A child's `error: ...` line becomes the parent's one-line error; other failures name the exit code."""
     import sys

@@ -53,3 +53,33 @@ def completion_logp(model, tokenizer, prompt: list[dict], completion: list[dict]
     value = token_logps[len(head_ids) - 1:].sum().item()
     assert math.isfinite(value)
     return value
+
+
+def first_token_is(completion_ids, token: int, **_) -> list[float]:
+    """A scripted reward (`{type: function}` in RL recipes): 1 when the completion starts with `token`."""
+    return [1.0 if ids and ids[0] == token else 0.0 for ids in completion_ids]
+
+
+def cli_error_line(args) -> str:
+    """Run `cai ARGS`: it must fail with exit 2 and exactly one `error: ...` line, no traceback; the line."""
+    from typer.testing import CliRunner
+
+    from cai.cli.main import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def cli_stdout(args) -> str:
+    """Run `cai ARGS`: it must succeed; its stdout."""
+    from typer.testing import CliRunner
+
+    from cai.cli.main import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout

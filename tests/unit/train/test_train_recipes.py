@@ -7,10 +7,10 @@ a --model that does not exist.
 from __future__ import annotations
 
 import pytest
+from support.train import cli_error_line as _fail
+from support.train import cli_stdout as _ok
 from support.train import write_preferences
-from typer.testing import CliRunner
 
-from cai.cli.main import app
 from cai.paths import shipped_dir
 
 RECIPES = shipped_dir("recipes")
@@ -28,21 +28,6 @@ def _gpu_or_deepspeed() -> bool:
     import torch
 
     return torch.cuda.is_available() or importlib.util.find_spec("deepspeed") is not None
-
-
-def _fail(args) -> str:
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2, (result.output, result.exception)
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
-
-
-def _ok(args) -> str:
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, (result.output, result.exception)
-    return result.stdout
 
 
 def test_shipped_recipes_carry_the_guide_defaults():
