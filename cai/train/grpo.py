@@ -9,12 +9,11 @@ and the KL penalty to the start model (`beta`) are PPO's; there is no value mode
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 from cai.train.online import OnlineRecipe, build_online_trainer, preflight, prepare_dataset, validate
 
-__all__ = ["GRPORecipe", "build_trainer", "preflight", "prepare_dataset", "train_grpo", "validate"]
+__all__ = ["GRPORecipe", "build_trainer", "preflight", "prepare_dataset", "validate"]
 
 
 @dataclass
@@ -30,10 +29,3 @@ def build_trainer(recipe: GRPORecipe, args, model_path: str, tokenizer, train, e
 
     return build_online_trainer(GRPOTrainer, recipe, args, model_path, tokenizer, train, eval_, callbacks,
                                 load_kwargs=load_kwargs)
-
-
-def train_grpo(recipe: str | Path, data: str | Path, out: str | Path | None = None, **kwargs):
-    """`cai train grpo` as a function; see `cai.train.runner.train` for the keyword arguments."""
-    from cai.train.runner import train
-
-    return train("grpo", recipe, data, out, **kwargs)

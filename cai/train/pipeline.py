@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cai.errors import CaiError
+from cai.train.config import PipelineConfig
 from cai.train.recipe import parse_override, read_yaml, resolve_recipe_path
 
 # Stage names may be "dpo" or "reward": in --set a stage name wins (`dpo.dpo.ref_model=...` for the section).
@@ -163,12 +164,14 @@ def bind_reward_model(pipe: PipelineRecipe, stage: Stage, checked: dict, root: P
     stage.overrides += [f"rewards.{i}.path={json.dumps(str((root / source).resolve()))}" for i in open_entries]
 
 
-def run_pipeline(recipe, data, out=None, *, model: str | None = None, overrides=(), overwrite: bool = False,
-                 num_processes: int = 1, accelerate_config: str | None = None, dry_run: bool = False,
-                 on_note=None, on_stage=None) -> list:
+def run_pipeline(cfg: PipelineConfig, *, on_note=None, on_stage=None) -> list:
     """Validate every stage, then run them in order; returns one TrainResult per stage."""
     from cai.train import launch
+    from cai.train.config import TrainConfig
     from cai.train.runner import TrainResult, check, train
+
+    recipe, data, out, model, overrides = cfg.recipe, cfg.data, cfg.out, cfg.model, list(cfg.set)
+    overwrite, num_processes, accelerate_config, dry_run = cfg.overwrite, cfg.num_processes, cfg.accelerate_config, cfg.dry_run
 
     note = on_note or (lambda text: None)
     pipe = load_pipeline(recipe, overrides)
@@ -202,10 +205,11 @@ def run_pipeline(recipe, data, out=None, *, model: str | None = None, overrides=
         if on_stage:
             on_stage(stage.name, recipe_.kind, stage_out)
         try:
-            result = train(recipe_.kind, stage.recipe, data, stage_out, model=stage_model_spec,
-                           overrides=stage.overrides, merge=stage.merge or (stage.name in feeds),
-                           overwrite=overwrite, num_processes=num_processes, accelerate_config=accelerate_config,
-                           skip_done=True, base=base, on_note=note)
+            stage_cfg = TrainConfig(data=data, recipe=stage.recipe, out=stage_out, model=stage_model_spec,
+                                    set=list(stage.overrides), merge=stage.merge or (stage.name in feeds),
+                                    overwrite=overwrite, num_processes=num_processes,
+                                    accelerate_config=accelerate_config)
+            result = train(recipe_.kind, stage_cfg, skip_done=True, base=base, on_note=note)
         except CaiError as err:
             raise CaiError(f"stage {stage.name}: {err}") from None
         if result.skipped:

