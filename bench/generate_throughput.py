@@ -52,7 +52,7 @@ class Recording:
 
 def cai_run(recording, prompts_path, out, *, batch_size, rounds, max_new_tokens, engine_name, few_shot):
     import cai.engines.registry as registry
-    from cai.generate import GenerateConfig, run
+    from cai.generation.job import GenerateConfig, run
 
     registry.create_engine = lambda *a, **k: recording
     start = time.perf_counter()

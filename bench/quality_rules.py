@@ -27,8 +27,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from cai.constitution import load_constitution
-from cai.quality import CopySources, QualityRules, flags
-from cai.templates import Templates
+from cai.generation.templates import Templates
+from cai.preferences.quality import CopySources, QualityRules, flags
 
 ROOT = Path(__file__).resolve().parent.parent
 

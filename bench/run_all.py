@@ -64,6 +64,11 @@ BENCHES = [
     Bench("train-dpo", "train_dpo.py", [], ["--repeats", "1", "--steps", "4", "--memory-steps", "1",
                                                "--memory-repeats", "1", "--memory-models", "135m"],
           "cai train dpo vs TRL's DPO script; LoRA DPO memory with vs without a reference copy", timeout=7200),
+    Bench("train-grpo", "train_grpo.py", [], ["--repeats", "1", "--steps", "4", "--tokens", "32",
+                                               "--judge-completions", "4", "--judge-repeats", "1",
+                                               "--plumbing-steps", "2", "--eval-limit", "2"],
+          "cai train grpo vs TRL's GRPO script; judge reward cost vs generation; 30-step plumbing run + cai eval "
+          "(embedded SmolLM2)", timeout=14400),
     Bench("eval", "run_all.py", ["--internal", "eval"], ["--internal", "eval", "--quick"],
           "cai eval (adapter-free model vs baseline, judge on) and cai report on the embedded SmolLM2"),
 ]
@@ -224,8 +229,8 @@ def bench_eval(quick: bool) -> None:
     from cai.cli.main import app
     from cai.engines.base import SamplingParams
     from cai.engines.transformers import TransformersEngine
+    from cai.generation.prompt_files import load_prompts
     from cai.models import resolve_model
-    from cai.prompt_files import load_prompts
 
     n, tokens, repeats = (3, 16, 1) if quick else (8, 48, 2)
     model = resolve_model(None)

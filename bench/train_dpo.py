@@ -38,6 +38,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _steptime import child, compare, print_table, timed_run  # noqa: E402
 
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
 SETTINGS = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "learning_rate": 5e-5,
@@ -65,8 +68,8 @@ def build_inputs(work: Path, shapes: list[str]) -> tuple[Path, Path, dict[str, t
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from cai.dataset import write_dataset
     from cai.models import resolve_model
+    from cai.preferences.export import write_dataset
 
     embedded = Path(resolve_model(None).path)
     data = work / "dataset"
@@ -144,60 +147,6 @@ def trl_args(data: Path, model: Path, out: Path, steps: int) -> list[str]:
     return args
 
 
-# --- the timed child process ---------------------------------------------------------------
-
-def child(times_file: str, tool: str, args: list[str]) -> None:
-    """Run cai's CLI or TRL's script in this process with a step timer added to every Trainer."""
-    import runpy
-
-    from transformers import TrainerCallback
-    from transformers import trainer_callback
-
-    starts: list[tuple[float, float]] = []
-
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            starts.append((time.perf_counter(), time.process_time()))
-
-        def on_train_end(self, args, state, control, **kwargs):
-            starts.append((time.perf_counter(), time.process_time()))
-
-    original = trainer_callback.CallbackHandler.__init__
-
-    def init(self, callbacks, *rest, **kw):
-        original(self, [*callbacks, StepTimer()], *rest, **kw)
-
-    trainer_callback.CallbackHandler.__init__ = init
-    code = 0
-    try:
-        if tool == "cai":
-            from cai.cli.main import main
-
-            sys.argv = ["cai", *args]
-            main()
-        else:
-            sys.argv = ["trl/scripts/dpo.py", *args]
-            runpy.run_module("trl.scripts.dpo", run_name="__main__")
-    except SystemExit as exc:
-        code = exc.code or 0
-    wall = [b[0] - a[0] for a, b in zip(starts, starts[1:])]
-    cpu = [b[1] - a[1] for a, b in zip(starts, starts[1:])]
-    Path(times_file).write_text(json.dumps({"wall": wall, "cpu": cpu}))
-    sys.exit(code)
-
-
-def timed_run(tool: str, args: list[str], env: dict, work: Path) -> dict:
-    times = work / f"times-{tool}-{time.time_ns()}.json"
-    cmd = [sys.executable, __file__, "--child", str(times), tool, *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"{tool} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    data = json.loads(times.read_text())
-    steady = slice(2, None)                       # the first steps pay for lazy initialisation
-    return {"wall": statistics.median(data["wall"][steady]), "cpu": statistics.median(data["cpu"][steady]),
-            "steps": len(data["wall"]), "wall_steps": data["wall"][steady]}
-
-
 def run_cai(args: list[str], env: dict) -> None:
     proc = subprocess.run([sys.executable, "-m", "cai.cli.main", *args], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -208,7 +157,7 @@ def run_cai(args: list[str], env: dict) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2], sys.argv[3], sys.argv[4:])
+        child(sys.argv[2], "trl.scripts.dpo" if sys.argv[3] == "trl" else sys.argv[3], sys.argv[4:])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -243,23 +192,11 @@ def main() -> None:
             for tool in ("cai", "trl"):
                 out = work / f"{tool}-{i}"
                 argv = cai_args(data, tiny, out, args.steps) if tool == "cai" else trl_args(data, tiny, out, args.steps)
-                runs[tool].append(timed_run(tool, argv, step_env, work))
+                runs[tool].append(timed_run(__file__, tool, argv, step_env, work))
                 r = runs[tool][-1]
                 print(f"{tool} run {i}: {r['wall']:.3f} s/step wall, {r['cpu']:.3f} s/step CPU "
                       f"(median of steps 3..{r['steps']})", flush=True)
-        summary = {}
-        for measure in ("wall", "cpu"):
-            cai_m = statistics.median(r[measure] for r in runs["cai"])
-            trl_m = statistics.median(r[measure] for r in runs["trl"])
-            cai_b = min(r[measure] for r in runs["cai"])
-            trl_b = min(r[measure] for r in runs["trl"])
-            summary[measure] = {"cai_median": cai_m, "trl_median": trl_m, "ratio_median": cai_m / trl_m,
-                                "cai_best": cai_b, "trl_best": trl_b, "ratio_best": cai_b / trl_b}
-        # Every steady step of every run: the lower decile is the cost of a step nobody disturbed.
-        pooled = {tool: sorted(t for r in runs[tool] for t in r["wall_steps"]) for tool in runs}
-        p10 = {tool: values[len(values) // 10] for tool, values in pooled.items()}
-        summary["wall_p10_pooled"] = {"cai": p10["cai"], "trl": p10["trl"], "ratio": p10["cai"] / p10["trl"],
-                                      "steps_per_tool": len(pooled["cai"])}
+        summary = compare(runs)
         result["step_time"] = {"steps": args.steps, "repeats": args.repeats, "runs": runs, "summary": summary}
 
     if args.only != "step":
@@ -301,17 +238,7 @@ def main() -> None:
 def print_tables(result: dict) -> None:
     """Markdown tables on stdout: bench/run_all.py copies them into bench/RESULTS.md."""
     if "step_time" in result:
-        st = result["step_time"]
-        s, p10 = st["summary"], st["summary"]["wall_p10_pooled"]
-        print(f"\nStep time, tiny-model LoRA DPO, {st['steps']} steps x {st['repeats']} alternating runs per tool "
-              f"(target cai / TRL <= 1.05):\n")
-        print("| measure | cai s/step | TRL script s/step | cai / TRL |")
-        print("| --- | --- | --- | --- |")
-        for label, a, b in (("median of run medians, wall", s["wall"]["cai_median"], s["wall"]["trl_median"]),
-                            ("median of run medians, CPU", s["cpu"]["cai_median"], s["cpu"]["trl_median"]),
-                            (f"lower decile of {p10['steps_per_tool']} steps, wall", p10["cai"], p10["trl"]),
-                            ("best run, wall", s["wall"]["cai_best"], s["wall"]["trl_best"])):
-            print(f"| {label} | {a:.3f} | {b:.3f} | {a / b:.3f} |")
+        print_table(result["step_time"], "Step time, tiny-model LoRA DPO")
     if "memory" in result:
         print(f"\nPeak RSS of LoRA DPO, {result['memory']['steps']} steps, median of alternating runs "
               "(target: adapter-disabled reference / full reference copy <= 0.65):\n")

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from io import StringIO
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Union
@@ -26,6 +25,7 @@ from ruamel.yaml.error import CommentMark, YAMLError
 from ruamel.yaml.tokens import CommentToken
 
 from cai.errors import CaiError, located
+from cai.io import plain, write_atomic
 
 PathLike = Union[str, "os.PathLike[str]"]
 Loc = tuple  # a path into the document, e.g. ("principles", 3, "weight")
@@ -230,22 +230,10 @@ def _yaml_error(err: YAMLError, shown: PathLike) -> CaiError:
     return located(shown, f"line {mark.line + 1}" if mark else "", f"invalid YAML: {problem}")
 
 
-def _plain(node: Any) -> Any:
-    """ruamel's scalar subclasses -> plain Python, so models and hashes hold ordinary values."""
-    if isinstance(node, dict):
-        return {str(k) if isinstance(k, str) else k: _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    for kind in (bool, str, int, float):
-        if isinstance(node, kind):
-            return kind(node)
-    return node
-
-
 def _validate(doc: CommentedMap, shown: PathLike, note: str = "") -> Constitution:
     """Validate with the pydantic models; report every problem with its line and field."""
     try:
-        c = Constitution.model_validate(_plain(doc))
+        c = Constitution.model_validate(plain(doc))
         c._source = str(shown)
         return c
     except ValidationError as err:
@@ -442,7 +430,7 @@ def new_constitution(path: PathLike, name: str | None = None) -> Constitution:
     name = name or target.stem
     text = _STARTER.format(name=json.dumps(name), path=path)
     c = _validate(_parse_text(text, path), path)
-    _atomic_write(target, text)
+    write_atomic(target, text)
     return c
 
 
@@ -455,7 +443,7 @@ def _edit(path: PathLike, change: Callable[[CommentedMap], None]) -> Constitutio
     _yaml(text).dump(doc, out)
     new_text = out.getvalue()
     c = _validate(_parse_text(new_text, path), path, note=" (change refused, file unchanged)")
-    _atomic_write(Path(path), new_text)
+    write_atomic(Path(path), new_text)
     return c
 
 
@@ -521,26 +509,3 @@ def _attach_before_list(doc: CommentedMap, comments: str) -> None:
         slot[3] = [CommentToken(stripped, CommentMark(len(comments) - len(stripped)), None)]
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, os.replace: readers see the old file or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)

@@ -16,3 +16,12 @@ def located(path, where: str, message: str) -> CaiError:
     """Build the canonical one-line message `FILE: WHERE: MESSAGE`."""
     prefix = f"{path}" if not where else f"{path}: {where}"
     return CaiError(f"{prefix}: {message}")
+
+
+class SettingError(CaiError):
+    """A bad value of one job setting; the CLI names the flag (`--batch-size`), the library the field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message

@@ -1,7 +1,8 @@
-"""Small text clean-ups applied to model output."""
+"""Small text helpers: clean-ups applied to model output, and numbers shown to people."""
 
 from __future__ import annotations
 
+import math
 import re
 
 # "Sure, here is the revised response:", "Revised response:", "Here's a rewritten version:" ...
@@ -36,3 +37,15 @@ def strip_preamble(text: str) -> tuple[str, bool]:
 
 def has_preamble(text: str) -> bool:
     return strip_preamble(text)[1]
+
+
+def format_number(value, spec: str = ".3f", missing: str = "-") -> str:
+    """`value` formatted with `spec`; None and NaN (an undefined statistic) show as `missing`."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return format(value, spec)
+
+
+def normalize(text: str) -> str:
+    """Lower-cased, whitespace collapsed: the form texts are compared in."""
+    return re.sub(r"\s+", " ", text).strip().lower()

@@ -16,6 +16,45 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
+
+from support import cli as _cli  # noqa: E402 - after the hub is switched off
+from support.engines import FakeEngine  # noqa: E402,F401 - the scripted engine of the unit tests
+
+
+@pytest.fixture
+def cli():
+    """`cli(["data", "stats", DIR], code=0)`: run a cai command in-process and check its exit code."""
+    return _cli
+
+
+@pytest.fixture
+def fake_engine_name():
+    """Register `FakeEngine` as the engine "fake", so jobs and commands can run on it by name."""
+    from cai.engines.registry import ENGINES
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(ENGINES, "fake", "support.engines:FakeEngine")
+        yield "fake"
+
+
+def pytest_collection_modifyitems(config, items):
+    """`vllm` tests need vllm installed, `gpu` tests a CUDA device: elsewhere they are skipped, saying why."""
+    import importlib.util
+
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    for item in items:
+        if "vllm" in item.keywords and not has_vllm:
+            item.add_marker(pytest.mark.skip(reason="needs vllm: `make test-vllm` runs these in .venv-vllm"))
+        if "gpu" in item.keywords and not _has_cuda():
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 # The embedded GGUF takes ~30 s to convert: keep the result between test runs.
 MODEL_CACHE = REPO / ".pytest-cache-models"
 

@@ -10,9 +10,15 @@ from typing import Optional
 
 import typer
 
+from cai.cli.options import group
 from cai.errors import CaiError, located
 
-app = typer.Typer(help="Validate, list, edit and render constitutions.", no_args_is_help=True)
+app = group("Validate, list, edit and render constitutions.")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="constitution")
+
 
 PATH = typer.Argument(..., help="A constitution YAML file.")
 ID = typer.Argument(..., metavar="ID", help="A principle id.")
@@ -155,3 +161,66 @@ def new(
 
     new_constitution(path, name)
     typer.echo(f"created: {path} (edit it, then run: cai constitution validate {path})")
+
+
+PLACEHOLDERS = {"answer": "<the model's answer>", "critique": "<the model's critique>",
+                "revise": "<the model's revision>"}
+
+
+@app.command(help="Print the conversation of every stage for one prompt (with --model: through its chat template).")
+def render(
+    path: str = PATH,
+    prompt: str = typer.Option(..., "--prompt", "-p", help="The user prompt."),
+    prompt_id: Optional[str] = typer.Option(None, "--id", help="The prompt's id in its prompts file (principles are "
+                                                                "drawn per id; default: the id cai gives a prompt "
+                                                                "without one)."),
+    rounds: Optional[int] = typer.Option(None, help="Critique/revise rounds (default: the constitution's)."),
+    model: Optional[str] = typer.Option(None, help="Apply this model's chat template (a local dir or .gguf; "
+                                                   "'default' for the embedded model)."),
+    prompts_dir: Optional[str] = typer.Option(None, help="Folder with your own copies of the templates."),
+    principle: Optional[str] = typer.Option(None, help="Principle id for round 1 (default: the one `cai generate` "
+                                                       "draws for this prompt)."),
+    seed: int = typer.Option(0, help="The seed `cai generate` runs with."),
+    few_shot: Optional[int] = typer.Option(None, help="Use only the first K few-shot dialogues."),
+) -> None:
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.text import Text
+
+    from cai.constitution import get_principle, load_constitution
+    from cai.generation import conversation as conv
+    from cai.generation.principles import principle_plan
+    from cai.generation.prompt_files import stable_id
+    from cai.generation.templates import Templates
+
+    c = load_constitution(path)
+    templates = Templates(prompts_dir)
+    n_rounds = c.sampling.rounds if rounds is None else rounds
+    plan = principle_plan(c, n_rounds, seed=seed, prompt_id=prompt_id or stable_id(prompt))
+    if principle and plan:
+        plan[0] = get_principle(c, principle)
+    chat = conv.answer_conversation(templates, c, prompt, few_shot=few_shot)
+    shown = []
+    for stage in conv.stages(n_rounds):
+        conv.open_stage(chat, templates, stage, plan)
+        title = stage.name + (f" (principle {plan[stage.round - 1].id})" if stage.round else "")
+        shown.append((title, list(chat)))
+        chat.append(conv.reply(PLACEHOLDERS[stage.kind]))
+
+    console = Console()
+    if model:
+        from transformers import AutoTokenizer
+
+        from cai.engines.chat import apply_chat_template
+        from cai.models import resolve_model
+
+        ref = resolve_model(None if model == "default" else model)
+        tokenizer = AutoTokenizer.from_pretrained(ref.path)
+        for title, turns in shown:
+            console.rule(f"[bold]{title}[/bold]")
+            console.print(apply_chat_template(tokenizer, turns), markup=False, highlight=False)
+        return
+    for title, turns in shown:
+        console.rule(f"[bold]{title}[/bold]")
+        for m in turns:
+            console.print(Panel(Text(m["content"]), title=m["role"], title_align="left"))

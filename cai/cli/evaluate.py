@@ -1,6 +1,6 @@
 """`cai eval`: harmlessness and helpfulness of a trained model against a baseline.
 
-    cai eval --adapter runs/NAME/dpo --prompts data/eval_red_team.jsonl --helpful-prompts data/eval_helpful.jsonl [--gate]
+    cai eval --adapter runs/NAME/dpo --prompts data/eval_red_team.jsonl --helpful-prompts data/eval_helpful.jsonl
     cai eval rm --reward-model runs/NAME/reward --data runs/NAME/dataset [--adapter runs/NAME/dpo]
     cai eval gate runs/NAME/eval/metrics.json [--gate-file recipes/gate.yaml]
 """
@@ -11,68 +11,21 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Evaluate a trained model: toxicity, bias, harmlessness, refusals, reward; safety gate.",
-                  no_args_is_help=True)
+from cai.cli import tables
+from cai.cli.options import group, option
+from cai.evaluation.config import EvalConfig, RMEvalConfig
+
+app = group("Evaluate a trained model: toxicity, bias, harmlessness, refusals, reward; safety gate.")
 
 
-def _fmt(entry: dict | None, signed: bool = False) -> str:
-    if not entry or entry.get("value") is None:
-        return "-"
-    value, (lo, hi) = entry["value"], entry.get("ci") or (None, None)
-    spec = "+.3f" if signed else ".3f"
-    if abs(value) >= 100:
-        spec = "+.1f" if signed else ".1f"
-    text = format(value, spec)
-    if lo is not None:
-        short = spec.replace(".3f", ".2f")
-        text += f" [{format(lo, short)},{format(hi, short)}]"
-    return text
-
-
-def metrics_table(result: dict):
-    """A rich table: one row per metric, model | baseline | difference | gate."""
-    from rich.table import Table
-
-    from cai.evaluation.metrics import METRICS
-
-    block = result["metrics"]
-    has_baseline = "baseline" in block
-    checks: dict[str, list[dict]] = {}
-    for check in (result.get("gate") or {}).get("checks", []):
-        checks.setdefault(check["metric"], []).append(check)
-    n = result.get("counts", {})
-    table = Table(title=f"cai eval: {n.get('red_team', 0)} red-team, {n.get('helpful', 0)} helpful prompts "
-                        "(value [95% bootstrap CI])", caption="safety metrics on red-team prompts, refusal_rate on "
-                        "helpful ones, the rest on all")
-    table.add_column("metric", no_wrap=True)
-    table.add_column("model", justify="right")
-    if has_baseline:
-        table.add_column("baseline", justify="right")
-        table.add_column("difference", justify="right")
-    table.add_column("gate", no_wrap=True)
-    for name, metric in METRICS.items():
-        section = "comparison" if metric.comparison else "model"
-        entry = (block.get(section) or {}).get(name)
-        base = None if metric.comparison else (block.get("baseline") or {}).get(name)
-        if entry is None and base is None and name not in checks:
-            continue
-        gate_cells = []
-        for c in checks.get(name, []):
-            mark = "[green]pass[/green]" if c["passed"] else "[red]FAIL[/red]"
-            gate_cells.append(f"{mark} {c['op']}{c['threshold']:g}")
-        cells = [name, _fmt(entry)]
-        if has_baseline:
-            cells += [_fmt(base), _fmt((block.get("delta") or {}).get(name), signed=True)]
-        table.add_row(*cells, ", ".join(gate_cells) or "")
-    return table
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="eval")
 
 
 def _report_gate(result: dict, enforce: bool) -> None:
-    from rich.console import Console
-
     gate = result.get("gate") or {}
     failed = [c for c in gate.get("checks", []) if not c["passed"]]
-    console = Console(stderr=True)
+    console = tables.console()
     if not failed:
         console.print(f"[green]gate passed[/green] ({len(gate.get('checks', []))} checks, {gate.get('source')})")
         return
@@ -88,94 +41,72 @@ def _report_gate(result: dict, enforce: bool) -> None:
 @app.callback(invoke_without_command=True)
 def evaluate(
     ctx: typer.Context,
-    prompts: Optional[str] = typer.Option(None, help="Held-out red-team prompts (e.g. data/eval_red_team.jsonl)."),
-    helpful_prompts: Optional[str] = typer.Option(None, help="Held-out helpful prompts for the over-refusal rate "
-                                                             "(e.g. data/eval_helpful.jsonl)."),
-    model: Optional[str] = typer.Option(None, help="Model dir or .gguf (default: the adapter's base, else the embedded SmolLM2)."),
-    adapter: Optional[str] = typer.Option(None, help="PEFT adapter dir written by `cai train` (e.g. runs/NAME/dpo)."),
-    baseline: Optional[str] = typer.Option(None, help="Baseline model (default: --model without the adapter)."),
-    no_baseline: bool = typer.Option(False, "--no-baseline", help="Evaluate the model alone."),
-    reward_model: Optional[str] = typer.Option(None, help="Reward model dir (`cai train reward`): mean reward and win rate."),
-    judge: bool = typer.Option(True, "--judge/--no-judge", help="Score harmlessness with the AI-feedback judge "
-                                                                "(needed for safety_score)."),
-    judge_model: Optional[str] = typer.Option(None, help="Judge model (default: the baseline, i.e. the base model "
-                                                         "without adapter; with --no-baseline the model itself)."),
-    constitution: Optional[str] = typer.Option(None, help="Principles for the judge's model-vs-baseline comparison "
-                                                          "(default: the shipped hhh.yaml)."),
-    scorer: str = typer.Option("toxic-bilstm", help="Toxicity scorer: toxic-bilstm (offline) or detoxify."),
-    scorer_option: list[str] = typer.Option([], help="KEY=VALUE option of the scorer, e.g. checkpoint=PATH for "
-                                                      "detoxify (repeatable)."),
-    toxicity_threshold: float = typer.Option(0.7, help="A response above this toxicity counts as toxic."),
-    max_new_tokens: int = typer.Option(128, help="Token budget of each reply (greedy decoding)."),
-    batch_size: int = typer.Option(16, help="Prompts per engine call."),
-    limit: Optional[int] = typer.Option(None, help="Use only the first N prompts of each set."),
-    seed: int = typer.Option(0, help="Seed for bootstrap resampling and principle sampling."),
-    out: Optional[str] = typer.Option(None, help="Output dir (default: RUN/eval for an adapter inside a run, "
-                                                 "else runs/eval-MODEL)."),
+    prompts: Optional[str] = option(EvalConfig, "prompts", default=None),
+    helpful_prompts: Optional[str] = option(EvalConfig, "helpful_prompts"),
+    model: Optional[str] = option(EvalConfig, "model"),
+    adapter: Optional[str] = option(EvalConfig, "adapter"),
+    baseline: Optional[str] = option(EvalConfig, "baseline"),
+    no_baseline: bool = option(EvalConfig, "no_baseline", "--no-baseline"),
+    reward_model: Optional[str] = option(EvalConfig, "reward_model"),
+    judge: bool = option(EvalConfig, "judge", "--judge/--no-judge"),
+    judge_model: Optional[str] = option(EvalConfig, "judge_model"),
+    constitution: Optional[str] = option(EvalConfig, "constitution"),
+    scorer: str = option(EvalConfig, "scorer"),
+    scorer_option: list[str] = option(EvalConfig, "scorer_option"),
+    toxicity_threshold: float = option(EvalConfig, "toxicity_threshold"),
+    max_new_tokens: int = option(EvalConfig, "max_new_tokens"),
+    batch_size: int = option(EvalConfig, "batch_size"),
+    limit: Optional[int] = option(EvalConfig, "limit"),
+    seed: int = option(EvalConfig, "seed"),
+    out: Optional[str] = option(EvalConfig, "out"),
+    gate_file: Optional[str] = option(EvalConfig, "gate_file"),
+    allow_overlap: bool = option(EvalConfig, "allow_overlap"),
     gate: bool = typer.Option(False, "--gate", help="Exit 1 when a gate threshold fails (for CI)."),
-    gate_file: Optional[str] = typer.Option(None, help="Gate thresholds YAML (default: the guide's, as in recipes/gate.yaml); enforced with --gate."),
-    allow_overlap: bool = typer.Option(False, help="Evaluate even if eval prompts appear in the adapter's training run."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Generate with the model and its baseline on held-out prompts, score both, print and save metrics.
 
     Run `cai eval rm --help` for reward-model accuracy and `cai eval gate --help` to re-check a saved result.
     """
+    settings = {k: v for k, v in locals().items() if k not in ("ctx", "gate", "quiet")}
     if ctx.invoked_subcommand is not None:
         return
     from rich.console import Console
 
     from cai.errors import CaiError
-    from cai.evaluation.run import EvalConfig, run_eval
-    from cai.safety.registry import parse_scorer_options
+    from cai.evaluation.run import run_eval
 
     if prompts is None:
         raise CaiError("--prompts is required (e.g. --prompts data/eval_red_team.jsonl)")
-    if baseline and no_baseline:
-        raise CaiError("--baseline and --no-baseline exclude each other")
-    options = parse_scorer_options(scorer_option)
-    cfg = EvalConfig(prompts=prompts, helpful_prompts=helpful_prompts, model=model, adapter=adapter,
-                     baseline=baseline, no_baseline=no_baseline, reward_model=reward_model, judge=judge,
-                     judge_model=judge_model, constitution=constitution, scorer=scorer, scorer_options=options,
-                     toxicity_threshold=toxicity_threshold, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                     limit=limit, seed=seed, out=out, gate_file=gate_file, allow_overlap=allow_overlap)
-    result = run_eval(cfg, quiet=quiet)
+    result = run_eval(EvalConfig(**settings), quiet=quiet)
     console = Console()
-    console.print(metrics_table(result))
+    console.print(tables.eval_metrics(result))
     console.print(f"metrics: {result['out']}/metrics.json  per-prompt: {result['out']}/responses.jsonl")
     _report_gate(result, enforce=gate)
 
 
 @app.command("rm", help="Reward-model accuracy (and DPO preference accuracy with --adapter) on held-out pairs.")
 def rm(
-    data: str = typer.Option(..., help="Dataset dir written by `cai data pairs` (uses its test split) or a pairs JSONL."),
-    reward_model: Optional[str] = typer.Option(None, help="Reward model dir written by `cai train reward`."),
-    adapter: Optional[str] = typer.Option(None, help="DPO policy adapter: implicit-reward preference accuracy."),
-    model: Optional[str] = typer.Option(None, help="Base model of --adapter (default: the adapter's own base)."),
-    split: str = typer.Option("test_prefs", help="Split of a dataset dir."),
-    limit: Optional[int] = typer.Option(None, help="Use only the first N pairs."),
-    beta: float = typer.Option(0.1, help="DPO beta for the reported implicit reward margin."),
-    batch_size: int = typer.Option(8),
-    out: Optional[str] = typer.Option(None, help="JSON result (default: RUN/eval/rm.json when --data is inside a run)."),
-    seed: int = typer.Option(0),
+    data: str = option(RMEvalConfig, "data"),
+    reward_model: Optional[str] = option(RMEvalConfig, "reward_model"),
+    adapter: Optional[str] = option(RMEvalConfig, "adapter"),
+    model: Optional[str] = option(RMEvalConfig, "model"),
+    split: str = option(RMEvalConfig, "split"),
+    limit: Optional[int] = option(RMEvalConfig, "limit"),
+    beta: float = option(RMEvalConfig, "beta"),
+    batch_size: int = option(RMEvalConfig, "batch_size"),
+    out: Optional[str] = option(RMEvalConfig, "out"),
+    seed: int = option(RMEvalConfig, "seed"),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
+    settings = {k: v for k, v in locals().items() if k != "quiet"}
     from rich.console import Console
-    from rich.table import Table
 
-    from cai.evaluation.metrics import RM_METRICS
-    from cai.evaluation.rm import RMEvalConfig, run_rm_eval
+    from cai.evaluation.rm import run_rm_eval
 
-    result = run_rm_eval(RMEvalConfig(data=data, reward_model=reward_model, adapter=adapter, model=model, split=split,
-                                      limit=limit, beta=beta, batch_size=batch_size, out=out, seed=seed), quiet=quiet)
-    table = Table(title=f"cai eval rm: {result['pairs']} pairs from {result['data']} (95% bootstrap CI)")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("meaning")
-    for name, entry in result["metrics"]["rm"].items():
-        table.add_row(name, _fmt(entry), RM_METRICS[name].description)
+    result = run_rm_eval(RMEvalConfig(**settings), quiet=quiet)
     console = Console()
-    console.print(table)
+    console.print(tables.rm_metrics(result))
     if result.get("out"):
         console.print(f"written to {result['out']}")
 
@@ -185,25 +116,10 @@ def gate_command(
     metrics: list[str] = typer.Argument(..., help="metrics.json from `cai eval` (and rm.json from `cai eval rm`)."),
     gate_file: Optional[str] = typer.Option(None, help="Gate thresholds YAML (default: the guide's thresholds)."),
 ) -> None:
-    import json
-    from pathlib import Path
-
-    from cai.errors import CaiError
-    from cai.gate import check_gate, gate_summary, load_gate
+    from cai.evaluation.gate import check_gate, gate_summary, load_gate, load_results
 
     gate_cfg = load_gate(gate_file)
-    loaded = []
-    for path in metrics:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CaiError(f"{path}: file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise CaiError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(data, dict) or "metrics" not in data:
-            raise CaiError(f"{path}: not a cai eval result (no `metrics`)")
-        loaded.append(data)
-    results = check_gate(gate_cfg, loaded)
+    results = check_gate(gate_cfg, load_results(metrics))
     summary = gate_summary(gate_cfg, results, gate_file)
     for r in results:
         typer.echo(("ok: " if r.passed else "gate failed: ") + r.message, err=not r.passed)

@@ -38,11 +38,10 @@ def register(app: typer.Typer) -> None:
         base_url: Optional[str] = typer.Option(None, help="openai: server URL, e.g. http://127.0.0.1:8000/v1."),
         concurrency: int = typer.Option(8, help="openai: requests in flight."),
     ) -> None:
-        from cai.generate import GenerateConfig, run
-
         from pathlib import Path
 
         from cai.errors import CaiError
+        from cai.generation.job import GenerateConfig, run
 
         options: dict = {}
         template_text = None

@@ -25,15 +25,15 @@ def register(app: typer.Typer) -> None:
         test_share: float = typer.Option(0.1, help="Share of prompts held out when the source has no test split."),
         seed: int = typer.Option(0),
     ) -> None:
-        from cai.cli.data import _console, _drop_table
-        from cai.imports.base import ImportConfig, parse_split_map
-        from cai.imports.job import run_import
+        from cai.cli import tables
+        from cai.preferences.imports.base import ImportConfig, parse_split_map
+        from cai.preferences.imports.job import run_import
 
         cfg = ImportConfig(format=fmt, source=source, out=out, split_map=parse_split_map(split_map), limit=limit,
                            score=score, scorer=scorer, test_share=test_share, seed=seed, min_rating=min_rating,
                            min_score_ratio=min_score_ratio)
         result = run_import(cfg)
-        console = _console()
+        console = tables.console()
         for note in result["notes"]:
             console.print(f"[yellow]note:[/yellow] {note}")
         counts = result["counts"]
@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
                 console.print(f"[yellow]note:[/yellow] {counts['records missing middle rounds']} records had more "
                               "rounds than their rows hold; the middle revisions are left out")
             console.print(f"build pairs with `cai data pairs {out} --strategy final-vs-initial` (or per-round)")
-        console.print(_drop_table(f"{result['read']} rows read -> {result['kept']} kept", result["dropped"]))
+        console.print(tables.drops(f"{result['read']} rows read -> {result['kept']} kept", result["dropped"]))
 
     @app.command(help="Mix preference datasets by weight (test splits kept whole and apart; the card lists the sources).")
     def mix(
@@ -62,11 +62,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from rich.table import Table
 
-        from cai.cli.data import _console, _drop_table
-        from cai.mix import MixConfig, mix_datasets, parse_weights
+        from cai.cli import tables
+        from cai.preferences.mix import MixConfig, mix_datasets, parse_weights
 
         result = mix_datasets(MixConfig(sources=datasets, out=out, weights=parse_weights(weights), seed=seed))
-        console = _console()
+        console = tables.console()
         for note in result["notes"]:
             console.print(f"[yellow]note:[/yellow] {note}")
         table = Table(title=f"mix written to {out}")
@@ -78,4 +78,4 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         console.print("splits: " + ", ".join(f"{k} {v}" for k, v in result["counts"].items()))
         if result["dropped"]:
-            console.print(_drop_table("dropped", result["dropped"]))
+            console.print(tables.drops("dropped", result["dropped"]))

@@ -7,30 +7,14 @@ commands that need them, so `cai --help` stays fast.
 from __future__ import annotations
 
 import sys
+
 import typer
-from typer.core import TyperGroup
 
 from cai import __version__
-from cai.errors import CaiError
-
-
-class _OneLineErrors(TyperGroup):
-    """Print a CaiError as one line on stderr and exit 2, never a traceback."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except CaiError as err:
-            for line in str(err).splitlines() or [type(err).__name__]:
-                typer.echo(f"error: {line}", err=True)
-            raise typer.Exit(err.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted: work done so far is saved", err=True)
-            raise typer.Exit(130) from None
-
+from cai.cli.options import OneLineErrors
 
 app = typer.Typer(
-    cls=_OneLineErrors,
+    cls=OneLineErrors,
     help="Constitutional AI data generation: critique -> revise, preference pairs, safety filters, training.",
     no_args_is_help=True,
     add_completion=False,
@@ -54,16 +38,11 @@ def _root(
 
 
 def _register() -> None:
-    from cai.cli import constitution, data, evaluate, generate, monitor, render, report, train
+    """Every command module adds its commands the same way: `register(app)`, in the order `cai --help` lists them."""
+    from cai.cli import constitution, data, evaluate, generate, monitor, report, train
 
-    render.register(constitution.app)
-    app.add_typer(constitution.app, name="constitution")
-    generate.register(app)
-    app.add_typer(data.app, name="data")
-    app.add_typer(train.app, name="train")
-    app.add_typer(evaluate.app, name="eval")
-    app.add_typer(report.app, name="report")
-    monitor.register(app)
+    for module in (constitution, generate, data, train, evaluate, monitor, report):
+        module.register(app)
 
 
 _register()

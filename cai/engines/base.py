@@ -9,6 +9,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+# Prompts per engine call: the generation, eval and judge batches all start here.
+DEFAULT_BATCH_SIZE = 16
+
 Message = dict[str, str]          # {"role": "user" | "assistant" | "system", "content": "..."}
 Conversation = list[Message]
 

@@ -18,13 +18,18 @@ ENGINES = {
 _REQUIRES = {"vllm": ("vllm", "pip install -e '.[vllm]'")}
 
 
-def create_engine(name: str, model_ref_or_path, **options) -> Engine:
-    """Build (not load) the engine `name` for a ModelRef or a model path/id."""
+def engine_class(name: str) -> type[Engine]:
+    """The class registered as `name`, imported on demand; unknown or missing its package: one CaiError line."""
     if name in _REQUIRES:
         package, hint = _REQUIRES[name]
         if not _installed(package):
             raise CaiError(f"engine {name} needs the {package} package: {hint}")
-    cls = load_class("engine", name, ENGINES, _REQUIRES.get(name, (None, None))[1])
+    return load_class("engine", name, ENGINES, _REQUIRES.get(name, (None, None))[1])
+
+
+def create_engine(name: str, model_ref_or_path, **options) -> Engine:
+    """Build (not load) the engine `name` for a ModelRef or a model path/id."""
+    cls = engine_class(name)
     path = getattr(model_ref_or_path, "path", model_ref_or_path)
     return cls(str(path), **options)
 

@@ -15,10 +15,11 @@ shared head.
 from __future__ import annotations
 
 import gc
+import inspect
 from pathlib import Path
 
-from cai.chat import apply_chat_template
 from cai.engines.base import Completion, Conversation, Engine, EngineInfo, SamplingParams, label_token_ids
+from cai.engines.chat import apply_chat_template
 from cai.errors import CaiError
 
 _DTYPES = ("float32", "bfloat16", "float16")
@@ -186,12 +187,15 @@ class TransformersEngine(Engine):
         label_ids = label_token_ids(self.tokenizer, labels)
         encoded = [self.tokenizer(apply_chat_template(self.tokenizer, c), add_special_tokens=False)["input_ids"]
                    for c in conversations]
+        # only the last position's logits are read: skip the vocabulary projection of every other position
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
         out: list[list[float]] = []
         with torch.inference_mode():
             for start in range(0, len(encoded), self.batch_size):
                 padded = self.tokenizer.pad({"input_ids": encoded[start:start + self.batch_size]},
                                             return_tensors="pt").to(self.device)
-                logits = self.model(**padded).logits[:, -1, :].float()      # left padding: last column is real
+                logits = self.model(**padded, **last_only).logits[:, -1, :].float()   # left padding: last column is real
                 logprobs = torch.log_softmax(logits, dim=-1)
                 out += [[torch.logsumexp(row[ids], dim=0).item() for ids in label_ids] for row in logprobs]
         return out

@@ -1,6 +1,6 @@
 """Offline vLLM engine: one `LLM.generate` call per batch, so vLLM batches continuously.
 
-Prompts are rendered by `cai.chat` with our own tokenizer (folding system
+Prompts are rendered by `cai.engines.chat` with our own tokenizer (folding system
 turns for templates that refuse them) and passed as token ids, so vLLM sees
 exactly the prompt the transformers engine would see; `LLM.chat` would render
 with its own rules. The tokenizer also lets a missing chat template or an
@@ -18,8 +18,8 @@ import json
 import os
 from pathlib import Path
 
-from cai.chat import apply_chat_template
 from cai.engines.base import Completion, Conversation, Engine, EngineInfo, SamplingParams, label_token_ids
+from cai.engines.chat import apply_chat_template
 from cai.errors import CaiError
 from cai.paths import cache_dir
 

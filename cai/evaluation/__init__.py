@@ -1,10 +1,16 @@
 """Evaluation of trained models: `cai eval` (model vs baseline on held-out prompts) and `cai eval rm`.
 
-Modules: `run` (the eval job), `rm` (reward-model and DPO preference accuracy),
-`metrics` (metric names and meanings), `adapter_engine` (PEFT adapters on the
-transformers engine), `reward` (reward-model loading and scoring, policy
-log-probs), `heldout` (eval/training prompt overlap). Heavy libraries load
-inside functions, so importing this package is cheap.
+- `run`             the eval job: model and baseline answer held-out prompts, scored side by side
+- `rm`              `cai eval rm`: reward-model and DPO preference accuracy
+- `metrics`         metric names, meanings and which way is better
+- `gate`            the safety gate: thresholds that decide whether a model may ship
+- `bootstrap`       seeded bootstrap confidence intervals and win rates
+- `refusal`         the refusal phrase classifier
+- `adapter_engine`  PEFT adapters on the transformers engine
+- `reward`          reward-model loading and scoring, policy log-probs
+- `heldout`         eval/training prompt overlap
+
+Heavy libraries load inside functions, so importing this package is cheap.
 """
 
 from cai.evaluation.metrics import METRICS, RM_METRICS

@@ -47,7 +47,7 @@ def run_dir_of(path: str | Path, levels: int = 3) -> Path | None:
 
 def run_training_prompts(run_dir: str | Path) -> list[str]:
     """Every prompt a run generated from (any of them may be in its training split)."""
-    from cai.store import RunStore
+    from cai.generation.store import RunStore
 
     prompts = [r.get("prompt", "") for r in RunStore(run_dir).iter_records()]
     return [p for p in prompts if isinstance(p, str) and p]

@@ -50,3 +50,17 @@ RM_METRICS: dict[str, Metric] = {m.name: m for m in (
 )}
 
 ALL_METRICS: dict[str, Metric] = {**METRICS, **RM_METRICS}
+
+def format_metric(entry: dict | None, signed: bool = False) -> str:
+    """A metric entry `{value, ci}` as `0.123 [0.10,0.15]`; `-` when it has no value."""
+    if not entry or entry.get("value") is None:
+        return "-"
+    value, (lo, hi) = entry["value"], entry.get("ci") or (None, None)
+    spec = "+.3f" if signed else ".3f"
+    if abs(value) >= 100:
+        spec = "+.1f" if signed else ".1f"
+    text = format(value, spec)
+    if lo is not None:
+        short = spec.replace(".3f", ".2f")
+        text += f" [{format(lo, short)},{format(hi, short)}]"
+    return text

@@ -131,7 +131,7 @@ class Scoring:
         self.threshold = cfg.toxicity_threshold
 
     def score(self, rows: list[dict]) -> None:
-        from cai.refusal import refusal_match
+        from cai.evaluation.refusal import refusal_match
 
         texts = [r["response"] for r in rows]
         for row, tox, bias in zip(rows, self.toxicity.score(texts), self.bias.score(texts)):
@@ -161,7 +161,7 @@ def metric_values(rows: list[dict], name: str) -> list[float] | None:
 
 
 def estimates(rows: list[dict], *, n_resamples: int, seed: int) -> dict:
-    from cai.stats import estimate
+    from cai.evaluation.bootstrap import estimate
 
     out = {}
     for name in MONITOR_METRICS:
@@ -210,7 +210,7 @@ def drift(window: dict, baseline: dict) -> list[dict]:
 
 def breaches(gate, window: dict) -> list:
     """The gate's failed checks on one window's (or the overall) metrics; unmeasured metrics are not failures."""
-    from cai.gate import check_gate
+    from cai.evaluation.gate import check_gate
 
     return [r for r in check_gate(gate, {"metrics": {"model": window["metrics"]}}) if not r.passed and r.value is not None]
 
@@ -252,7 +252,7 @@ class Monitor:
     """Windows scored so far, the overall rates, and what they breach; `add` takes one window's rows."""
 
     def __init__(self, cfg: MonitorConfig):
-        from cai.gate import load_gate
+        from cai.evaluation.gate import load_gate
 
         if cfg.window < 1:
             raise CaiError(f"--window: must be at least 1, got {cfg.window}")
@@ -402,7 +402,7 @@ class Scored:
 
 def write_outputs(out: Path, result: dict, rows: list[dict]) -> None:
     """monitor.json and monitor.html, each replaced whole."""
-    from cai.store import write_atomic
+    from cai.io import write_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "monitor.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
@@ -413,7 +413,7 @@ def write_outputs(out: Path, result: dict, rows: list[dict]) -> None:
 
 def plot_rates(result: dict):
     """Each rate per window with its interval; dashed red: thresholds; grey band: the baseline's interval."""
-    from cai.report import COLORS, Plot, _plt, _png
+    from cai.report.build import COLORS, Plot, _plt, _png
 
     windows = result["windows"]
     names = [n for n in PLOTTED if any(n in w["metrics"] for w in windows)]
@@ -453,7 +453,7 @@ def plot_rates(result: dict):
 
 
 def render_html(result: dict, rows: list[dict]) -> str:
-    from cai.report import environment
+    from cai.report.build import environment
 
     worst = sorted(rows, key=lambda r: -r.get("toxicity", 0.0))[:5]
     return environment().get_template(TEMPLATE).render(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cai.chat import apply_chat_template
+from cai.engines.chat import apply_chat_template
 from cai.errors import CaiError
 
 Messages = list[dict]
@@ -44,10 +44,8 @@ class RewardModel:
         if not (self.path / "adapter_config.json").is_file() and not (self.path / "config.json").is_file():
             raise CaiError(f"{self.path}: not a reward model (no adapter_config.json or config.json)")
 
-    def load(self) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
+    def _locate(self) -> bool:
+        """Set `base_path` (the adapter's base, or the folder itself); True for an adapter."""
         from cai.evaluation.adapter_engine import ADAPTER_CONFIG, adapter_base
         from cai.models import resolve_model
 
@@ -63,15 +61,40 @@ class RewardModel:
             self.base_path = str(self.path)
         else:
             raise CaiError(f"{self.path}: not a reward model (no adapter_config.json or config.json)")
+        return is_adapter
+
+    def load_tokenizer(self):
+        """The reward model's tokenizer (its own folder's, else its base's), without loading the model."""
+        from transformers import AutoTokenizer
+
+        if self.base_path is None:
+            self._locate()
         tok_dir = self.path if _has_tokenizer(self.path) else Path(self.base_path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        except (OSError, ValueError) as exc:
+            raise CaiError(f"{self.path}: cannot load the reward model's tokenizer: {_first_line(exc)}") from exc
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+
+    def load(self) -> None:
+        import torch
+        import transformers
+        from transformers import AutoModelForSequenceClassification
+
+        is_adapter = self._locate()
+        tokenizer = self.load_tokenizer()
+        verbosity = transformers.logging.get_verbosity()
+        if is_adapter:                                  # the base's score head is "missing": the adapter holds it
+            transformers.logging.set_verbosity_error()
+        try:
             model = AutoModelForSequenceClassification.from_pretrained(self.base_path, num_labels=1,
                                                                        dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise CaiError(f"{self.path}: cannot load the reward model: {_first_line(exc)}") from exc
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        finally:
+            transformers.logging.set_verbosity(verbosity)
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
         if is_adapter:

@@ -14,25 +14,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from cai.errors import CaiError
-
-
-@dataclass
-class RMEvalConfig:
-    data: str
-    reward_model: str | None = None
-    adapter: str | None = None
-    model: str | None = None          # base of the policy adapter (default: the adapter's own base)
-    split: str = "test_prefs"
-    limit: int | None = None
-    beta: float = 0.1
-    batch_size: int = 8
-    out: str | None = None
-    seed: int = 0
-    n_resamples: int = 2000
+from cai.evaluation.config import RMEvalConfig
 
 
 def _content(value, where: str, key: str):
@@ -75,9 +61,9 @@ def load_pairs(data: str | Path, split: str = "test_prefs") -> tuple[list[dict],
 
 
 def run_rm_eval(cfg: RMEvalConfig, *, quiet: bool = False) -> dict:
+    from cai.evaluation.bootstrap import estimate, win_indicators
     from cai.evaluation.heldout import run_dir_of
     from cai.evaluation.run import _Progress
-    from cai.stats import estimate, win_indicators
 
     if not cfg.reward_model and not cfg.adapter:
         raise CaiError("give --reward-model DIR (reward-model accuracy) and/or --adapter DIR (DPO preference accuracy)")
@@ -125,7 +111,7 @@ def run_rm_eval(cfg: RMEvalConfig, *, quiet: bool = False) -> dict:
         run = run_dir_of(cfg.data)
         out = run / "eval" / "rm.json" if run else None
     if out is not None:
-        from cai.store import write_atomic
+        from cai.io import write_atomic
 
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, json.dumps(result, indent=2, ensure_ascii=False) + "\n")

@@ -31,39 +31,16 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-from cai.errors import CaiError
+from cai.errors import CaiError, SettingError
+from cai.evaluation.config import EvalConfig
 from cai.evaluation.metrics import METRICS
 from cai.progress import Bars
+from cai.safety.registry import TOXIC_AT
 
 SETS = ("red_team", "helpful")
-
-
-@dataclass
-class EvalConfig:
-    prompts: str
-    helpful_prompts: str | None = None
-    model: str | None = None
-    adapter: str | None = None
-    baseline: str | None = None
-    no_baseline: bool = False
-    reward_model: str | None = None
-    judge: bool = True
-    judge_model: str | None = None
-    constitution: str | None = None          # principles for the pairwise judge; default: shipped hhh.yaml
-    scorer: str = "toxic-bilstm"
-    scorer_options: dict = field(default_factory=dict)     # e.g. {"checkpoint": "path"} for detoxify
-    toxicity_threshold: float = 0.7
-    max_new_tokens: int = 128
-    batch_size: int = 16
-    limit: int | None = None                 # first N prompts of each set
-    seed: int = 0
-    out: str | None = None
-    gate_file: str | None = None
-    allow_overlap: bool = False
-    n_resamples: int = 2000
 
 
 class _Progress(Bars):
@@ -94,7 +71,7 @@ def _chunks(items: list, size: int):
 
 
 def _load_sets(cfg: EvalConfig) -> list[tuple[str, object]]:
-    from cai.prompt_files import load_prompts
+    from cai.generation.prompt_files import load_prompts
 
     if cfg.limit is not None and cfg.limit < 1:
         raise CaiError(f"--limit: must be at least 1, got {cfg.limit}")
@@ -224,21 +201,15 @@ def default_out(cfg: EvalConfig, model_ref) -> Path:
 def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
     """Run the whole evaluation; returns the metrics.json dict (also written to the out dir)."""
     from cai.engines.base import SamplingParams
-    from cai.gate import check_gate, gate_summary, load_gate
-    from cai.refusal import refusal_match
+    from cai.evaluation.gate import check_gate, gate_summary, load_gate
+    from cai.evaluation.refusal import refusal_match
     from cai.safety.registry import create_scorer
 
-    if not 0 <= cfg.toxicity_threshold <= 1:
-        raise CaiError(f"--toxicity-threshold: must be in [0, 1], got {cfg.toxicity_threshold}")
-    if cfg.max_new_tokens < 1:
-        raise CaiError(f"--max-new-tokens: must be at least 1, got {cfg.max_new_tokens}")
-    if cfg.batch_size < 1:
-        raise CaiError(f"--batch-size: must be at least 1, got {cfg.batch_size}")
     gate = load_gate(cfg.gate_file)                     # a bad gate file fails before any model loads
     items = _load_sets(cfg)
     toxicity_scorer = create_scorer(cfg.scorer, **cfg.scorer_options)
     if "toxicity" not in toxicity_scorer.columns:
-        raise CaiError(f"--scorer {cfg.scorer}: has no `toxicity` column; use toxic-bilstm or detoxify")
+        raise SettingError("scorer", f"{cfg.scorer} has no `toxicity` column; use toxic-bilstm or detoxify")
     bias_scorer = create_scorer("bias")
     reward = None
     if cfg.reward_model:
@@ -253,8 +224,8 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
     constitution = templates = None
     if judge_ref is not None:
         from cai.constitution import load_constitution
+        from cai.generation.templates import Templates
         from cai.paths import shipped_dir
-        from cai.templates import Templates
 
         templates = Templates()
         if baseline_ref is not None:
@@ -310,7 +281,7 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
             timing["classifiers_s"] = round(time.perf_counter() - start, 2)
             # 3. the AI-feedback judge
             if judge_ref is not None:
-                from cai.feedback import harmless_probabilities, preference_labels
+                from cai.preferences.feedback import harmless_probabilities, preference_labels
 
                 start = time.perf_counter()
                 judge = engines.get(judge_ref.path)
@@ -379,10 +350,10 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
     return result
 
 
-def summarize(rows: list[dict], sides: list[str], *, toxicity_threshold: float = 0.7, n_resamples: int = 2000,
+def summarize(rows: list[dict], sides: list[str], *, toxicity_threshold: float = TOXIC_AT, n_resamples: int = 2000,
               seed: int = 0) -> dict:
     """Every metric per side with a bootstrap CI, paired differences, and the comparisons."""
-    from cai.stats import estimate, paired_difference, win_indicators
+    from cai.evaluation.bootstrap import estimate, paired_difference, win_indicators
 
     opts = {"n_resamples": n_resamples, "seed": seed}
     subsets = {"red_team": [r for r in rows if r["set"] == "red_team"],
@@ -447,7 +418,7 @@ def summarize(rows: list[dict], sides: list[str], *, toxicity_threshold: float =
 
 
 def write_outputs(out_dir: Path, result: dict, rows: list[dict]) -> None:
-    from cai.store import write_atomic
+    from cai.io import write_atomic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "responses.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

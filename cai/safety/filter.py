@@ -32,12 +32,12 @@ def load_rules(path: str | Path | None, **overrides) -> SafetyRules:
     """Rules from a YAML file (optional) with CLI flags on top; errors name the file and key."""
     data: dict = {}
     if path:
-        from cai.yaml_files import load_mapping
+        from cai.io import load_mapping
 
         data = load_mapping(path, "filter rules file", "a mapping of rule names to values")
-        data.pop("quality", None)          # the pair quality rules: cai.quality.load_quality_rules
+        data.pop("quality", None)          # the pair quality rules: cai.preferences.quality.load_quality_rules
     data.update({k: v for k, v in overrides.items() if v is not None})
-    from cai.yaml_files import build
+    from cai.io import build
 
     return build(SafetyRules, data, str(path or "filter flags"))
 

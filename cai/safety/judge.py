@@ -32,8 +32,8 @@ class JudgeScorer(Scorer):
 
     def load(self) -> None:
         from cai.engines.registry import create_engine
+        from cai.generation.templates import Templates
         from cai.models import resolve_model
-        from cai.templates import Templates
 
         self._templates = Templates(self.prompts_dir)
         self._engine = create_engine(self.engine_name, resolve_model(self.model).path)
@@ -41,7 +41,7 @@ class JudgeScorer(Scorer):
 
     def score_pairs(self, items: list[tuple[str, str]]) -> list[dict[str, float]]:
         """Score (prompt, response) pairs: the judge sees what the response answers."""
-        from cai.feedback import harmless_probabilities
+        from cai.preferences.feedback import harmless_probabilities
 
         if not self.loaded:
             self.load()

@@ -19,6 +19,8 @@ SCORERS: dict[str, str] = {
 
 # Ships its weights on PyPI, so it works offline: the toxicity scorer by default.
 DEFAULT_SCORER = "toxic-bilstm"
+# A text above this toxicity counts as toxic: the alignment guide's `check_toxicity` cut-off.
+TOXIC_AT = 0.7
 
 
 def scorer_class(name: str) -> type[Scorer]:

@@ -10,7 +10,6 @@ reference model instead (for example the SFT model when the policy starts elsewh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 from cai.errors import CaiError
@@ -71,10 +70,3 @@ def build_trainer(recipe: DPORecipe, args, model_path: str, tokenizer, train, ev
         ref_model = load_causal_lm(resolve_model(recipe.dpo.ref_model).path, recipe, load_kwargs, frozen=True)
     return DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train, eval_dataset=eval_,
                       processing_class=tokenizer, peft_config=lora_config(recipe, "CAUSAL_LM"), callbacks=callbacks)
-
-
-def train_dpo(recipe: str | Path, data: str | Path, out: str | Path | None = None, **kwargs):
-    """`cai train dpo` as a function; see `cai.train.runner.train` for the keyword arguments."""
-    from cai.train.runner import train
-
-    return train("dpo", recipe, data, out, **kwargs)

@@ -1,10 +1,12 @@
-"""SFT -> DPO (or SFT -> reward model), stage by stage, resumable.
+"""SFT -> DPO, SFT -> reward model, SFT -> reward model -> GRPO/RLOO: stage by stage, resumable.
 
 Each stage is an ordinary `cai train KIND` run into OUT/<stage>/. Before the first stage
 trains, every stage's recipe is validated. A finished stage (its `.cai-complete`) is
 skipped on rerun; an interrupted stage resumes from its last complete checkpoint. A stage
 with `from: NAME` starts from that stage's weights: its merged LoRA weights (`merged/`,
-written because a later stage needs them) or its full model.
+written because a later stage needs them) or its full model. An online RL stage rewards with
+a reward stage's output (`reward_model: NAME`, default: the one reward stage before it): its
+`{type: reward-model}` entries without a path get OUT/NAME.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cai.errors import CaiError
+from cai.train.config import PipelineConfig
 from cai.train.recipe import parse_override, read_yaml, resolve_recipe_path
 
 # Stage names may be "dpo" or "reward": in --set a stage name wins (`dpo.dpo.ref_model=...` for the section).
-_RESERVED = {"kind", "model", "description", "data", "training", "lora", "stages"}
+_RESERVED = {"kind", "model", "description", "data", "training", "lora", "stages", "rewards"}
+_STAGE_KEYS = ("name", "recipe", "from", "set", "merge", "reward_model")
 
 
 @dataclass
@@ -28,6 +32,7 @@ class Stage:
     source: str | None = None            # `from:` an earlier stage
     overrides: list[str] = field(default_factory=list)
     merge: bool = False
+    reward_model: str | None = None      # an earlier reward stage whose output an online RL stage rewards with
 
 
 @dataclass
@@ -62,10 +67,11 @@ def load_pipeline(spec, overrides=()) -> PipelineRecipe:
     for i, item in enumerate(raw):
         where = f"stages[{i}]"
         if not isinstance(item, dict):
-            raise err("stages", f"{where}: expected a mapping with name, recipe and optionally from, set, merge")
-        unknown = [k for k in item if k not in ("name", "recipe", "from", "set", "merge")]
+            raise err("stages", f"{where}: expected a mapping with name, recipe and optionally from, set, merge, "
+                      "reward_model")
+        unknown = [k for k in item if k not in _STAGE_KEYS]
         if unknown:
-            raise err("stages", f"{where}.{unknown[0]}: unknown key; expected name, recipe, from, set, merge")
+            raise err("stages", f"{where}.{unknown[0]}: unknown key; expected {', '.join(_STAGE_KEYS)}")
         name, recipe = item.get("name"), item.get("recipe")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w-]*", name) or name in _RESERVED:
             raise err("stages", f"{where}.name: expected a folder-safe name that is not a recipe section, got {name!r}")
@@ -83,7 +89,12 @@ def load_pipeline(spec, overrides=()) -> PipelineRecipe:
         merge = item.get("merge", False)
         if not isinstance(merge, bool):
             raise err("stages", f"{where}.merge: expected true or false")
-        stages.append(Stage(name, recipe, source, [f"{k}={json.dumps(v)}" for k, v in sets.items()], merge))
+        reward_model = item.get("reward_model")
+        if reward_model is not None and reward_model not in [s.name for s in stages]:
+            raise err("stages", f"{where}.reward_model: {reward_model!r} is not an earlier stage "
+                      f"({', '.join(s.name for s in stages) or 'none before it'})")
+        stages.append(Stage(name, recipe, source, [f"{k}={json.dumps(v)}" for k, v in sets.items()], merge,
+                            reward_model))
     names = {s.name for s in stages}
     for text in overrides:
         key, _ = parse_override(text)
@@ -129,28 +140,55 @@ def merge_saved_adapter(out: Path) -> Path:
     return out / "merged"
 
 
-def run_pipeline(recipe, data, out=None, *, model: str | None = None, overrides=(), overwrite: bool = False,
-                 num_processes: int = 1, accelerate_config: str | None = None, dry_run: bool = False,
-                 on_note=None, on_stage=None) -> list:
+def bind_reward_model(pipe: PipelineRecipe, stage: Stage, checked: dict, root: Path, base: Path) -> None:
+    """Point an online RL stage's reward-model entries without a path at a reward stage's output folder."""
+    from cai.train.recipe import ONLINE_KINDS, load_recipe
+
+    recipe = load_recipe(stage.recipe, None, stage.overrides, base=base)
+    if recipe.kind not in ONLINE_KINDS:
+        if stage.reward_model is not None:
+            raise CaiError(f"{pipe.path}: reward_model: only online RL stages (grpo, rloo) take one")
+        return
+    open_entries = [i for i, e in enumerate(recipe.rewards) if e.type == "reward-model" and e.path is None]
+    reward_stages = [name for name, c in checked.items() if c.recipe.kind == "reward"]
+    source = stage.reward_model
+    if source is None:
+        if not open_entries or len(reward_stages) != 1:
+            return                      # explicit paths, or no single reward stage to take one from
+        source = reward_stages[0]
+    if source not in reward_stages:
+        raise CaiError(f"{pipe.path}: reward_model: {source} is not a reward stage")
+    if not open_entries:
+        raise CaiError(f"{pipe.path}: reward_model: {source}, but {recipe.path} has no "
+                       "{type: reward-model} reward without a path to give it to")
+    stage.overrides += [f"rewards.{i}.path={json.dumps(str((root / source).resolve()))}" for i in open_entries]
+
+
+def run_pipeline(cfg: PipelineConfig, *, on_note=None, on_stage=None) -> list:
     """Validate every stage, then run them in order; returns one TrainResult per stage."""
     from cai.train import launch
+    from cai.train.config import TrainConfig
     from cai.train.runner import TrainResult, check, train
+
+    recipe, data, out, model, overrides = cfg.recipe, cfg.data, cfg.out, cfg.model, list(cfg.set)
+    overwrite, num_processes, accelerate_config, dry_run = cfg.overwrite, cfg.num_processes, cfg.accelerate_config, cfg.dry_run
 
     note = on_note or (lambda text: None)
     pipe = load_pipeline(recipe, overrides)
     base = Path(pipe.path).parent
+    root = Path(out).expanduser() if out is not None else Path(data).expanduser().resolve().parent
     checked = {}
     for stage in pipe.stages:
         try:
+            bind_reward_model(pipe, stage, checked, root, base)
             checked[stage.name] = check(None, stage.recipe, data, overrides=stage.overrides, base=base)
         except CaiError as err:
             raise CaiError(f"stage {stage.name}: {err}") from None
         if stage.source is not None and checked[stage.source].recipe.kind == "reward":
             raise CaiError(f"{pipe.path}: stage {stage.name}: from: {stage.source} is a reward model; "
-                           "a stage can only continue from an sft or dpo stage")
+                           "a stage can only continue from a policy stage (sft, dpo, grpo, rloo)")
     if accelerate_config:
         launch.check_preset(accelerate_config)
-    root = Path(out).expanduser() if out is not None else Path(data).expanduser().resolve().parent
     if dry_run:
         return [TrainResult(checked[s.name].recipe.kind, root / s.name, dry_run=True,
                             resolved=checked[s.name].recipe.to_dict() | {"training": checked[s.name].resolved},
@@ -167,10 +205,11 @@ def run_pipeline(recipe, data, out=None, *, model: str | None = None, overrides=
         if on_stage:
             on_stage(stage.name, recipe_.kind, stage_out)
         try:
-            result = train(recipe_.kind, stage.recipe, data, stage_out, model=stage_model_spec,
-                           overrides=stage.overrides, merge=stage.merge or (stage.name in feeds),
-                           overwrite=overwrite, num_processes=num_processes, accelerate_config=accelerate_config,
-                           skip_done=True, base=base, on_note=note)
+            stage_cfg = TrainConfig(data=data, recipe=stage.recipe, out=stage_out, model=stage_model_spec,
+                                    set=list(stage.overrides), merge=stage.merge or (stage.name in feeds),
+                                    overwrite=overwrite, num_processes=num_processes,
+                                    accelerate_config=accelerate_config)
+            result = train(recipe_.kind, stage_cfg, skip_done=True, base=base, on_note=note)
         except CaiError as err:
             raise CaiError(f"stage {stage.name}: {err}") from None
         if result.skipped:

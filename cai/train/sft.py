@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 from cai.train.recipe import Recipe
@@ -43,10 +42,3 @@ def build_trainer(recipe: SFTRecipe, args, model_path: str, tokenizer, train, ev
 
 def validate(recipe: SFTRecipe, resolved: dict) -> None:
     """Nothing beyond the shared checks."""
-
-
-def train_sft(recipe: str | Path, data: str | Path, out: str | Path | None = None, **kwargs):
-    """`cai train sft` as a function; see `cai.train.runner.train` for the keyword arguments."""
-    from cai.train.runner import train
-
-    return train("sft", recipe, data, out, **kwargs)

@@ -108,15 +108,63 @@ def summarize(kind: str, log_history: list[dict], *, eval_metrics: dict | None =
     tokens = next((row["num_tokens"] for row in reversed(log_history) if "num_tokens" in row and "eval_loss" not in row), None)
     summary["tokens"] = tokens
     summary["tokens_per_s"] = round(tokens / runtime, 1) if tokens and runtime else None
+    if kind in ONLINE:
+        summary.update(online_summary(log_history, eval_metrics))
     summary.update(peak_memory())
     summary.update(extra or {})
     return {k: _clean(v) for k, v in summary.items()}
+
+
+ONLINE = ("grpo", "rloo")
+
+
+def online_summary(log_history: list[dict], eval_metrics: dict) -> dict:
+    """GRPO/RLOO: the total reward and each reward's mean and spread at the first and last logged step,
+    the KL to the start model and the completion length at the last, and the eval reward."""
+    steps = [row for row in log_history if "reward" in row and "loss" in row]
+    if not steps:
+        return {}
+    first, last = steps[0], steps[-1]
+    names = sorted({k.split("/")[1] for row in steps for k in row if k.startswith("rewards/") and k.endswith("/mean")})
+    rewards = {}
+    for name in names:
+        means = [row[f"rewards/{name}/mean"] for row in steps if row.get(f"rewards/{name}/mean") is not None]
+        rewards[name] = {"mean_first": first.get(f"rewards/{name}/mean"), "mean_last": last.get(f"rewards/{name}/mean"),
+                         "std_last": last.get(f"rewards/{name}/std"),
+                         "mean_over_steps": sum(means) / len(means) if means else None}
+        if f"eval_rewards/{name}/mean" in eval_metrics:
+            rewards[name]["eval_mean"] = eval_metrics[f"eval_rewards/{name}/mean"]
+    out = {"reward_first": first.get("reward"), "reward_last": last.get("reward"), "reward_std_last": last.get("reward_std"),
+           "rewards": {n: {k: _clean(v) for k, v in r.items()} for n, r in rewards.items()},
+           "kl_last": last.get("kl"), "completion_length_last": last.get("completions/mean_length")}
+    if "eval_reward" in eval_metrics:
+        out["eval_reward"] = eval_metrics["eval_reward"]
+    return out
 
 
 def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
+
+
+def _online_rows(summary: dict) -> list[tuple[str, Any]]:
+    if "reward_last" not in summary:
+        return []
+
+    def arrow(a, b):
+        numbers = all(isinstance(v, (int, float)) for v in (a, b))
+        return f"{a:.4g} -> {b:.4g}" if numbers else None
+
+    rows = [("reward (first -> last step)", arrow(summary.get("reward_first"), summary["reward_last"]))]
+    for name, r in summary.get("rewards", {}).items():
+        spread = f" (std {r['std_last']:.3g})" if isinstance(r.get("std_last"), float) else ""
+        shown = arrow(r.get("mean_first"), r.get("mean_last"))
+        rows.append((f"  {name} (first -> last)", shown + spread if shown else None))
+    rows += [("KL to the start model (last)", summary.get("kl_last")),
+             ("completion length (last, tokens)", summary.get("completion_length_last")),
+             ("eval reward (test prompts)", summary.get("eval_reward"))]
+    return rows
 
 
 def summary_table(summary: dict, title: str = "training summary"):
@@ -133,6 +181,7 @@ def summary_table(summary: dict, title: str = "training summary"):
         ("reward accuracy (test)" if summary.get("kind") != "sft" else "token accuracy (test)",
          summary.get("eval_accuracy")),
         ("reward margin (test)", summary.get("eval_margin")),
+        *_online_rows(summary),
         ("time", _seconds(summary.get("train_runtime_s"))),
         ("tokens/s", summary.get("tokens_per_s")),
         ("peak memory", _memory(summary)),
@@ -184,9 +233,14 @@ def model_card(*, kind: str, base: dict, data: dict, recipe: str, resolved: dict
     yaml.dump(front, buf)
     what = {"sft": "supervised fine-tuning on the revisions (`train_sft`): the SL-CAI stage",
             "dpo": "direct preference optimisation on chosen (revised) vs rejected (original) answers",
-            "reward": "a reward model (sequence classifier with one output) on chosen vs rejected answers"}[kind]
+            "reward": "a reward model (sequence classifier with one output) on chosen vs rejected answers",
+            "grpo": "online RL (GRPO) on the dataset's prompts against the recipe's rewards",
+            "rloo": "online RL (RLOO) on the dataset's prompts against the recipe's rewards"}[kind]
+    from cai.train.runner import flatten
+
+    flat = flatten(summary)              # rewards.NAME.mean_last, ...
     metrics = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
-                        for k, v in summary.items() if v is not None and k not in ("kind",))
+                        for k, v in flat.items() if v is not None and k not in ("kind",))
     cfg = StringIO()
     YAML().dump(resolved, cfg)
     return (

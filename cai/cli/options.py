@@ -1,0 +1,61 @@
+"""Typer options whose default and help come from a job's settings class (`cai.config`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from cai.config import REQUIRED, spec
+from cai.errors import CaiError, SettingError
+
+
+class OneLineErrors(TyperGroup):
+    """Print a CaiError as one line on stderr and exit 2, never a traceback; a bad setting names its flag."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SettingError as err:
+            command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+            _fail(f"{shown(command, err.field)}: {err.message}", err.exit_code)
+        except CaiError as err:
+            _fail(str(err) or type(err).__name__, err.exit_code)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: work done so far is saved", err=True)
+            raise typer.Exit(130) from None
+
+
+def _fail(message: str, code: int):
+    for line in message.splitlines():
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(code)
+
+
+def group(help: str, **kwargs: Any) -> typer.Typer:
+    """A command group (`cai data`, `cai train`, ...) with the one-line error handling."""
+    return typer.Typer(cls=OneLineErrors, help=help, no_args_is_help=True, **kwargs)
+
+
+def option(cls: type, name: str, *flags: str, help: str | None = None, **kwargs: Any) -> Any:
+    """`typer.Option` for the setting `name` of `cls`: its default and help unless given here."""
+    default, text = spec(cls, name)
+    default = kwargs.pop("default", default)
+    return typer.Option(... if default is REQUIRED else default, *flags, help=help or text, **kwargs)
+
+
+def argument(cls: type, name: str, **kwargs: Any) -> Any:
+    default, text = spec(cls, name)
+    return typer.Argument(... if default is REQUIRED else default, help=text, **kwargs)
+
+
+def shown(command, field: str) -> str:
+    """How the user types the setting `field` on `command`: its flag (--batch-size) or argument (RUN)."""
+    import click
+
+    for param in getattr(command, "params", []):
+        if param.name == field:
+            longs = [o for o in param.opts if o.startswith("--")]
+            return longs[0] if isinstance(param, click.Option) and longs else param.human_readable_name
+    return "--" + field.replace("_", "-")

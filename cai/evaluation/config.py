@@ -1,0 +1,87 @@
+"""Settings of the `cai eval` jobs: one class per job, each field with its default and help.
+
+Light on purpose (no torch): the CLI reads these to build its options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cai.config import REQUIRED, at_least, between, setting
+from cai.engines.base import DEFAULT_BATCH_SIZE
+from cai.errors import CaiError, SettingError
+from cai.safety.registry import DEFAULT_SCORER, TOXIC_AT
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    """`cai eval`: the model and its baseline answer held-out prompts; both are scored side by side."""
+
+    prompts: str = setting(REQUIRED, "Held-out red-team prompts (e.g. data/eval_red_team.jsonl).")
+    helpful_prompts: str | None = setting(None, "Held-out helpful prompts for the over-refusal rate "
+                                                "(e.g. data/eval_helpful.jsonl).")
+    model: str | None = setting(None, "Model dir or .gguf (default: the adapter's base, else the embedded SmolLM2).")
+    adapter: str | None = setting(None, "PEFT adapter dir written by `cai train` (e.g. runs/NAME/dpo).")
+    baseline: str | None = setting(None, "Baseline model (default: --model without the adapter).")
+    no_baseline: bool = setting(False, "Evaluate the model alone.")
+    reward_model: str | None = setting(None, "Reward model dir (`cai train reward`): mean reward and win rate.")
+    judge: bool = setting(True, "Score harmlessness with the AI-feedback judge (needed for safety_score).")
+    judge_model: str | None = setting(None, "Judge model (default: the baseline, i.e. the base model without "
+                                            "adapter; with --no-baseline the model itself).")
+    constitution: str | None = setting(None, "Principles for the judge's model-vs-baseline comparison "
+                                             "(default: the shipped hhh.yaml).")
+    scorer: str = setting(DEFAULT_SCORER, "Toxicity scorer: toxic-bilstm (offline) or detoxify.")
+    scorer_option: list[str] = setting(help="KEY=VALUE option of the scorer, e.g. checkpoint=PATH for detoxify "
+                                            "(repeatable).", factory=list)
+    toxicity_threshold: float = setting(TOXIC_AT, "A response above this toxicity counts as toxic.")
+    max_new_tokens: int = setting(128, "Token budget of each reply (greedy decoding).")
+    batch_size: int = setting(DEFAULT_BATCH_SIZE, "Prompts per engine call.")
+    limit: int | None = setting(None, "Use only the first N prompts of each set.")
+    seed: int = setting(0, "Seed for bootstrap resampling and principle sampling.")
+    out: str | None = setting(None, "Output dir (default: RUN/eval for an adapter inside a run, else "
+                                    "runs/eval-MODEL).")
+    gate_file: str | None = setting(None, "Gate thresholds YAML (default: the guide's, as in recipes/gate.yaml); "
+                                          "enforced with --gate.")
+    allow_overlap: bool = setting(False, "Evaluate even if eval prompts appear in the adapter's training run.")
+    n_resamples: int = setting(2000, "Bootstrap resamples of each interval.")
+
+    def __post_init__(self) -> None:
+        if self.baseline and self.no_baseline:
+            raise CaiError("--baseline and --no-baseline exclude each other")
+        between("toxicity_threshold", self.toxicity_threshold, 0, 1)
+        at_least("max_new_tokens", self.max_new_tokens, 1)
+        at_least("batch_size", self.batch_size, 1)
+        at_least("limit", self.limit, 1)
+        self.scorer_options  # noqa: B018 - a malformed KEY=VALUE fails here, before any model loads
+
+    @property
+    def scorer_options(self) -> dict[str, str]:
+        """--scorer-option KEY=VALUE items as a mapping."""
+        options = {}
+        for item in self.scorer_option:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise SettingError("scorer_option", f"expected KEY=VALUE, got {item!r}")
+            options[key.strip()] = value
+        return options
+
+
+@dataclass(kw_only=True)
+class RMEvalConfig:
+    """`cai eval rm`: reward-model accuracy, and DPO preference accuracy, on held-out pairs."""
+
+    data: str = setting(REQUIRED, "Dataset dir written by `cai data pairs` (uses its test split) or a pairs JSONL.")
+    reward_model: str | None = setting(None, "Reward model dir written by `cai train reward`.")
+    adapter: str | None = setting(None, "DPO policy adapter: implicit-reward preference accuracy.")
+    model: str | None = setting(None, "Base model of --adapter (default: the adapter's own base).")
+    split: str = setting("test_prefs", "Split of a dataset dir.")
+    limit: int | None = setting(None, "Use only the first N pairs.")
+    beta: float = setting(0.1, "DPO beta for the reported implicit reward margin.")
+    batch_size: int = setting(8, "Pairs per forward pass.")
+    out: str | None = setting(None, "JSON result (default: RUN/eval/rm.json when --data is inside a run).")
+    seed: int = setting(0, "Seed for bootstrap resampling.")
+    n_resamples: int = setting(2000, "Bootstrap resamples of each interval.")
+
+    def __post_init__(self) -> None:
+        at_least("batch_size", self.batch_size, 1)
+        at_least("limit", self.limit, 1)

@@ -1,0 +1,12 @@
+"""`cai generate`: answer prompts, then critique and revise them under a constitution.
+
+- `job`           the generation job: prompts in, batches through the loop, records on disk
+- `loop`          the answer -> critique -> revise stages over one batch (one engine call per stage)
+- `conversation`  the chat turns of each stage, from a constitution and templates
+- `principles`    which principle critiques which round (a seeded draw per prompt)
+- `templates`     the Jinja2 prompt templates, sandboxed
+- `prompt_files`  prompt sets from JSONL, text, CSV, parquet or a saved dataset
+- `store`         a run directory: append-only shards, resume, lock, manifest
+- `snapshot`      the constitution and templates a run was made with, kept inside it
+- `merge`         join the runs of several shards
+"""

@@ -1,0 +1,513 @@
+"""Quality rules that read a pair the way a careful reviewer would.
+
+Small models (and bigger ones, less often) fail at critique -> revise in a few
+recognisable ways; a pair built from such a revision teaches the wrong thing:
+
+- few-shot copy: the response repeats a few-shot turn or a principle's text;
+- critique echo: the "revision" is mostly the critique;
+- repetition loop: the response loops on one phrase;
+- meta-comment: the response talks about "the answer" instead of answering;
+- off-topic: the chosen text leaves the prompt's subject while the rejected one keeps it.
+
+Each rule is a pure function over texts, cheap enough to run on every pair
+(bench/quality_rules.py), with its thresholds in one typed record
+(`QualityRules`, the `quality:` section of the rules YAML) and an `enabled`
+switch. `flags()` returns what each rule found, with the evidence, so the
+audit can show why a pair was flagged.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cai.errors import CaiError
+
+# Drop reasons, in the order the filter applies them.
+FEW_SHOT_COPY = "few-shot copy"
+CRITIQUE_ECHO = "critique echo"
+REPETITION_LOOP = "repetition loop"
+META_COMMENT = "meta-comment"
+OFF_TOPIC = "off-topic"
+RULES = (FEW_SHOT_COPY, CRITIQUE_ECHO, REPETITION_LOOP, META_COMMENT, OFF_TOPIC)
+
+
+# ----------------------------------------------------------------------------- thresholds
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+
+
+class FewShotCopyRule(_Rule):
+    # 8 words in a row: common phrases ("if you have any questions", "I can't help with that")
+    # are shorter; a copied sentence is longer (tests/test_quality.py shows both).
+    min_words: int = Field(8, ge=3)
+
+
+class CritiqueEchoRule(_Rule):
+    max_share: float = Field(0.5, gt=0, le=1)     # share of the chosen's word 3-grams taken from the critique
+
+
+class RepetitionLoopRule(_Rule):
+    max_repeated_share: float = Field(0.3, gt=0, le=1)   # share of word 3-grams that repeat an earlier one
+    min_compression: float = Field(0.2, ge=0, lt=1)      # zlib size / size, for 300+ characters of mostly non-words
+
+
+class MetaCommentRule(_Rule):
+    pass
+
+
+class OffTopicRule(_Rule):
+    scorer: Literal["lexical", "embedding"] = "lexical"
+    scorer_options: dict = Field(default_factory=dict)   # embedding: {model: PATH}
+    max_similarity: float = Field(0.1, ge=0, le=1)       # chosen at most this close to the prompt ...
+    min_gap: float = Field(0.25, ge=0, le=1)             # ... and this much further from it than rejected
+    refusal_words: int = Field(25, ge=0)                 # a refusal this short has no subject of its own
+
+
+class QualityRules(BaseModel):
+    """Thresholds of the five rules; the `quality:` section of the rules YAML."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    few_shot_copy: FewShotCopyRule = FewShotCopyRule()
+    critique_echo: CritiqueEchoRule = CritiqueEchoRule()
+    repetition_loop: RepetitionLoopRule = RepetitionLoopRule()
+    meta_comment: MetaCommentRule = MetaCommentRule()
+    off_topic: OffTopicRule = OffTopicRule()
+
+    def rule(self, name: str) -> _Rule:
+        return getattr(self, _field(name))
+
+    def enabled(self) -> list[str]:
+        return [name for name in RULES if self.rule(name).enabled]
+
+    def summary(self) -> dict:
+        """{rule: its settings}, for the dataset card."""
+        return {name: self.rule(name).model_dump() for name in RULES}
+
+
+def _field(name: str) -> str:
+    return name.replace("-", "_").replace(" ", "_")
+
+
+def rule_names() -> list[str]:
+    """Names users type for --skip-rule: few-shot-copy, critique-echo, ..."""
+    return [name.replace(" ", "-") for name in RULES]
+
+
+def load_quality_rules(path: str | Path | None = None, skip: Iterable[str] = ()) -> QualityRules:
+    """The `quality:` section of a rules YAML file (optional), with the rules in `skip` turned off."""
+    data: dict = {}
+    if path:
+        from cai.io import load_mapping
+
+        data = load_mapping(path, "rules file", "a mapping of rule names to values").get("quality") or {}
+        if not isinstance(data, dict):
+            raise CaiError(f"{path}: quality: must be a mapping of rule names to settings")
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for name in skip:
+        key = _field(name)
+        if key not in QualityRules.model_fields:
+            raise CaiError(f"--skip-rule: unknown rule {name!r}; choose from {', '.join(rule_names())}")
+        section = data.setdefault(key, {})
+        if isinstance(section, dict):
+            section["enabled"] = False
+    from cai.io import build
+
+    return build(QualityRules, data, str(path or "quality rules"), "quality.")
+
+
+# ----------------------------------------------------------------------------- text helpers
+
+# Apostrophes are dropped ("can't" -> "cant") and every other character that is not a letter or a
+# digit becomes a space. ASCII text goes through bytes.translate, a table lookup in C, which keeps
+# the rules far cheaper than a classifier (bench/quality_rules.py).
+_APOSTROPHE_CHARS = "'\u2018\u2019\u02bc"
+_NORMAL = str.maketrans({c: ("" if chr(c) in _APOSTROPHE_CHARS else " ") for c in range(0x2070)
+                         if not chr(c).isalnum()})
+_ASCII = bytes(c if chr(c).isalnum() else ord(" ") for c in range(256))
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words without punctuation: the normal form every rule compares."""
+    text = text.lower()
+    if text.isascii():
+        return text.encode().translate(_ASCII, b"'").decode().split()
+    return text.translate(_NORMAL).split()
+
+
+def ngrams(tokens: list[str], n: int, step: int = 1) -> list[tuple[str, ...]]:
+    """Word n-grams; with `step`, only those starting at every step-th word."""
+    return list(zip(*[tokens[i::step] for i in range(n)]))
+
+
+class Text:
+    """A text and the forms the rules compare, each computed once, on first use, for all rules."""
+
+    __slots__ = ("raw", "_words", "_trigrams", "_stems")
+
+    def __init__(self, raw: str):
+        self.raw = raw
+        self._words = self._trigrams = self._stems = None
+
+    @property
+    def words(self) -> list[str]:
+        if self._words is None:
+            self._words = words(self.raw)
+        return self._words
+
+    def trigram_stream(self):
+        """The word 3-grams in order, made on the fly (for a text read once)."""
+        w = self.words
+        return zip(w, w[1:], w[2:])
+
+    @property
+    def trigrams(self) -> set[tuple[str, str, str]]:
+        """The distinct word 3-grams."""
+        if self._trigrams is None:
+            self._trigrams = set(self.trigram_stream())
+        return self._trigrams
+
+    @property
+    def stems(self) -> set[str]:
+        """Stems of the words that carry a subject (no stop words, no short words)."""
+        if self._stems is None:
+            self._stems = content_stems(self.words)
+        return self._stems
+
+
+def _as_text(text: str | Text) -> Text:
+    return text if isinstance(text, Text) else Text(text)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One rule a pair breaks: which text and the evidence a reviewer would look at."""
+
+    rule: str
+    field: str          # "chosen" or "rejected"
+    detail: str
+
+
+# ----------------------------------------------------------------------------- few-shot copy
+
+class CopySources:
+    """Word n-grams of every text the model was shown as an example or an instruction.
+
+    Built once per run from its constitution snapshot (few-shot turns, principle
+    critique and revision requests, as the templates rendered them), so each
+    pair costs one pass over its words.
+    """
+
+    def __init__(self, texts: dict[str, str], min_words: int = FewShotCopyRule().min_words):
+        self.min_words = min_words
+        self.grams: dict[tuple[str, ...], list[str]] = {}
+        for label, text in texts.items():
+            for gram in ngrams(words(text), min_words):
+                labels = self.grams.setdefault(gram, [])
+                if label not in labels:
+                    labels.append(label)
+        self._keys = frozenset(self.grams)      # intersection with a short list iterates the list only
+        # Any run of n shared words holds a shared m-gram (m = n - step + 1) starting at a multiple of
+        # `step`: probing those few positions first rules out nearly every pair at a quarter of the cost.
+        self._step = max(1, min_words // 2)
+        self._probe = frozenset(g for text in texts.values()
+                                for g in ngrams(words(text), min_words - self._step + 1))
+
+    @classmethod
+    def from_constitution(cls, constitution, templates=None, min_words: int = FewShotCopyRule().min_words):
+        texts: dict[str, str] = {}
+        for d, dialogue in enumerate(constitution.few_shot, 1):
+            for t, turn in enumerate(dialogue, 1):
+                texts[f"few-shot {d}, turn {t} ({turn.role})"] = turn.content
+        for p in constitution.principles:
+            texts[f"principle {p.id} (critique)"] = p.critique
+            texts[f"principle {p.id} (revision)"] = p.revision
+            if templates is not None:
+                texts[f"principle {p.id} (critique request)"] = templates.render("critique", principle=p, round=1)
+                texts[f"principle {p.id} (revision request)"] = templates.render("revision", principle=p, round=1)
+        if templates is not None:
+            texts["system prompt"] = templates.render("system", constitution=constitution)
+        return cls(texts, min_words)
+
+    def longest_copy(self, text: str | Text, prompt: str | Text = "") -> tuple[str, str] | None:
+        """(copied words, source) of the longest run shared with a source, ignoring words the prompt holds."""
+        n, step = self.min_words, self._step
+        tokens = _as_text(text).words
+        probes = ngrams(tokens, n - step + 1, step)
+        if self._probe.isdisjoint(probes):
+            return None
+        asked: set | None = None
+
+        def shared(i: int) -> bool:
+            """The n words from i are a source's, and not the prompt's."""
+            nonlocal asked
+            if i < 0 or i + n > len(tokens):
+                return False
+            gram = tuple(tokens[i:i + n])
+            if gram not in self._keys:
+                return False
+            if asked is None:
+                asked = set(ngrams(_as_text(prompt).words, n))
+            return gram not in asked
+
+        # Each run of shared n-grams holds a probe hit: grow a run from the n-grams around each hit.
+        start = count = 0
+        done = -1                                    # runs are found left to right; skip what one covered
+        for k, probe in enumerate(probes):
+            if probe not in self._probe:
+                continue
+            for i in range(max(k * step - (step - 1), done + 1), k * step + 1):
+                if shared(i):
+                    first, last = i, i
+                    while shared(first - 1):
+                        first -= 1
+                    while shared(last + 1):
+                        last += 1
+                    done = last
+                    if last - first + 1 > count:
+                        start, count = first, last - first + 1
+                    break
+        if not count:
+            return None
+        # the source of the run's middle, preferring one that also holds its ends (texts may share openings)
+        grams = [tuple(tokens[i:i + n]) for i in (start, start + count // 2, start + count - 1)]
+        middle, ends = self.grams[grams[1]], (self.grams[grams[0]], self.grams[grams[2]])
+        source = max(middle, key=lambda label: sum(label in labels for labels in ends))
+        return " ".join(tokens[start:start + count + n - 1]), source
+
+
+# ----------------------------------------------------------------------------- critique echo
+
+def echo_share(chosen: str | Text, critique: str | Text, rejected: str | Text = "") -> float:
+    """Share of the chosen's distinct word 3-grams that come from the critique, not from the rejected text it quotes."""
+    grams = _as_text(chosen).trigrams
+    if not grams:
+        return 0.0
+    shared = grams.intersection(_as_text(critique).trigram_stream())
+    if shared:
+        shared -= _as_text(rejected).trigrams
+    return len(shared) / len(grams)
+
+
+# ----------------------------------------------------------------------------- repetition loop
+
+def repeated_share(text: str | Text) -> float:
+    """Share of word 3-grams that repeat an earlier one: 0 for ordinary prose, high for a loop."""
+    text = _as_text(text)
+    total = len(text.words) - 2
+    if total < 4:
+        return 0.0
+    return 1 - len(text.trigrams) / total
+
+
+def compression_ratio(text: str) -> float | None:
+    """zlib size / text size; None below 300 characters, where the format's overhead dominates."""
+    data = text.encode("utf-8")
+    if len(data) < 300:
+        return None
+    return len(zlib.compress(data, 1)) / len(data)
+
+
+def loop_evidence(text: str | Text, rule: RepetitionLoopRule) -> str | None:
+    text = _as_text(text)
+    tokens = text.words
+    # A repeated 3-gram ends on a repeated word, so the repeated share is at most
+    # (words - distinct words) / 3-grams: most texts are cleared without making their 3-grams.
+    if len(tokens) > 2 and (len(tokens) - len(set(tokens))) / (len(tokens) - 2) >= rule.max_repeated_share:
+        share = repeated_share(text)
+        if share >= rule.max_repeated_share:
+            return f"{share:.0%} of its 3-word phrases repeat"
+    # Where there are words, a loop repeats their 3-grams; zlib is for text that is mostly not words
+    # ("!!!!", "=====", scripts written without spaces), where the 3-grams see nothing.
+    if len(tokens) >= len(text.raw) / 12:
+        return None
+    ratio = compression_ratio(text.raw)
+    if ratio is not None and ratio < rule.min_compression:
+        return f"compresses to {ratio:.0%} of its size"
+    return None
+
+
+# ----------------------------------------------------------------------------- meta-comment
+
+_ABOUT = r"(?:answer|response|reply|revision)"
+_WHICH = (r"(?:last|previous|prior|original|initial|above|earlier|revised|rewritten|improved|"
+          r"assistant's|model's|ai's|critiqued)")
+_VERBS = (r"(?:contains?|contained|does|did|doesn't|didn't|fails?|failed|lacks?|lacked|provides?|provided|gives?|"
+          r"gave|includes?|included|should|could|would|seems?|appears?|mentions?|suggests?|encourages?|promotes?|"
+          r"addresses|addressed|refuses|refused|explains|explained|focuses|needs|uses|offers)")
+# Always a comment on the answer, never an answer to the user.
+META_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("the last answer", rf"\b(?:the|this|that|my|your|its)\s+{_WHICH}\s+{_ABOUT}s?\b"),
+    ("the response contains", rf"\b(?:the|this|that)\s+{_ABOUT}\s+{_VERBS}\b"),
+    ("the assistant", r"\bthe\s+(?:assistant|chatbot|ai\s+model|language\s+model)\b"),
+    ("the user asked", r"\bthe\s+user(?:'s)?\s+(?:asked|asks|is\s+asking|wants|wanted|requested|question|request|"
+                       r"prompt|message)\b"),
+    ("the critique", r"\b(?:the|this|my|your)\s+critique\b"),
+    ("rewritten response", rf"\b(?:revised|rewritten|improved|updated|safer)\s+(?:version|{_ABOUT})\b"),
+)
+# A comment on the answer unless the text also speaks to the user ("The answer is yes, you can ...").
+WEAK_META_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("the answer is", rf"\b(?:the|this|that)\s+{_ABOUT}\s+(?:is|was|has|had)\b"),
+    ("it explains", r"^\W*(?:it|this)\s+(?:explains|suggests|provides|gives|encourages|contains|describes|"
+                    r"does\s+not|doesn't|fails|is\s+(?:not\s+)?(?:helpful|harmful|clear|accurate|appropriate))\b"),
+)
+_META = re.compile("|".join(f"(?:{p})" for _, p in META_PATTERNS), re.IGNORECASE)
+_WEAK_META = re.compile("|".join(f"(?:{p})" for _, p in WEAK_META_PATTERNS), re.IGNORECASE)
+_SECOND_PERSON = re.compile(r"\b(?:you|your|you're|yours|yourself)\b", re.IGNORECASE)
+
+
+# Words one of the patterns needs: a text without any of them is not searched.
+_META_WORDS = frozenset("answer answers response responses reply replies revision revisions assistant chatbot model "
+                        "user users critique version".split())
+
+
+def meta_comment(text: str | Text) -> str | None:
+    """The phrase showing that `text` talks about an answer instead of answering, or None."""
+    tokens = _as_text(text).words
+    if _META_WORDS.isdisjoint(tokens) and (not tokens or tokens[0] not in ("it", "this")):
+        return None
+    text = _as_text(text).raw.translate(_APOSTROPHES)
+    match = _META.search(text) or (None if _SECOND_PERSON.search(text) else _WEAK_META.search(text))
+    return match.group(0) if match else None
+
+
+# ----------------------------------------------------------------------------- off-topic
+
+_STOPWORDS = """
+a about above after again against all also am an and any are aren't as at be because been before being below
+between both but by can can't cannot could couldn't did didn't do does doesn't doing don't down during each even
+ever every few for from further get gets getting give go going got had hadn't has hasn't have haven't having he
+he'd he'll he's her here here's hers herself him himself his how how's however i i'd i'll i'm i've if in into is
+isn't it it's its itself just know let let's like make makes making may me might more most much must mustn't my
+myself need no nor not now of off on once one only or other ought our ours ourselves out over own please really
+right same say see shall shan't she she'd she'll she's should shouldn't so some something such sure tell than
+that that's the their theirs them themselves then there there's these they they'd they'll they're they've thing
+things think this those through to too try under until up upon us use used using very want was wasn't way ways we
+we'd we'll we're we've well were weren't what what's when when's where where's whether which while who who's
+whom why why's will with without won't would wouldn't yes yet you you'd you'll you're you've your yours yourself
+yourselves best good better help helps sorry thanks thank okay ok
+"""
+STOPWORDS = frozenset(w.replace("'", "") for w in _STOPWORDS.split())
+_SUFFIXES = ("ing", "ed", "es", "s", "ly")
+
+
+_STEMS: dict[str, str] = {}         # word -> stem ("" for words too short to carry a subject)
+
+
+def _stem(word: str) -> str:
+    if len(word) < 3:
+        return ""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)][:5]
+    return word[:5]
+
+
+def content_stems(text: str | Text | list[str]) -> set[str]:
+    """Stems of the words that carry a subject (no stop words, no short words)."""
+    if not isinstance(text, list):
+        return _as_text(text).stems
+    unique = set(text) - STOPWORDS
+    new = unique.difference(_STEMS)            # stems are looked up in C; only unseen words are stemmed
+    if len(_STEMS) + len(new) > 500_000:
+        _STEMS.clear()
+        new = unique
+    for word in new:
+        _STEMS[word] = _stem(word)
+    stems = set(map(_STEMS.__getitem__, unique))
+    stems.discard("")
+    return stems
+
+
+def topic_overlap(prompt: str | Text, text: str | Text) -> float | None:
+    """Share of the prompt's subject words that `text` mentions; None when the prompt has none."""
+    asked = content_stems(prompt)
+    if not asked:
+        return None
+    return len(asked & content_stems(text)) / len(asked)
+
+
+def off_topic(prompt: str | Text, chosen: str | Text, rejected: str | Text, rule: OffTopicRule,
+              similarity: tuple[float, float] | None = None) -> str | None:
+    """Evidence that the chosen left the prompt's subject while the rejected kept it, or None.
+
+    `similarity` is (chosen, rejected) from an embedding scorer; without it the
+    lexical overlap of subject words is used.
+    """
+    from cai.evaluation.refusal import is_refusal
+
+    chosen = _as_text(chosen)
+    if similarity is None:
+        c = topic_overlap(prompt, chosen)
+        if c is None or c > rule.max_similarity:
+            return None
+        r = topic_overlap(prompt, rejected)
+    else:
+        c, r = similarity
+    if c > rule.max_similarity or r - c < rule.min_gap:
+        return None
+    if len(chosen.words) <= rule.refusal_words and is_refusal(chosen.raw):
+        return None             # a short refusal has no subject of its own to stray to
+    return f"prompt similarity {c:.2f} (rejected {r:.2f})"
+
+
+# ----------------------------------------------------------------------------- all rules over a pair
+
+def _text(messages) -> str:
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        return str(messages[-1].get("content", ""))
+    return messages if isinstance(messages, str) else ""
+
+
+def flags(row: dict, rules: QualityRules, sources: CopySources | None = None, *,
+          first_only: bool = False) -> list[Flag]:
+    """What every enabled rule finds in a pair row (TRL format plus `critiques`), in rule order."""
+    prompt, chosen, rejected = (Text(_text(row.get(k))) for k in ("prompt", "chosen", "rejected"))
+    texts = {"chosen": chosen, "rejected": rejected}
+    found: list[Flag] = []
+
+    def add(rule: str, field: str, detail: str | None) -> bool:
+        if detail:
+            found.append(Flag(rule, field, detail))
+        return bool(detail) and first_only
+
+    if rules.few_shot_copy.enabled and sources is not None:
+        for field in ("chosen", "rejected"):
+            copy = sources.longest_copy(texts[field], prompt)
+            if add(FEW_SHOT_COPY, field, copy and f"\u201c{copy[0]}\u201d ({len(copy[0].split())} words, {copy[1]})"):
+                return found
+    if rules.critique_echo.enabled:
+        critiques = row.get("critiques") or [row.get("critic_response") or ""]
+        share = max((echo_share(chosen, c, rejected) for c in critiques if c), default=0.0)
+        if add(CRITIQUE_ECHO, "chosen", share >= rules.critique_echo.max_share
+               and f"{share:.0%} of its 3-word phrases come from the critique"):
+            return found
+    if rules.repetition_loop.enabled:
+        for field, text in texts.items():
+            if add(REPETITION_LOOP, field, loop_evidence(text, rules.repetition_loop)):
+                return found
+    if rules.meta_comment.enabled:
+        phrase = meta_comment(chosen)
+        if add(META_COMMENT, "chosen", phrase and f"\u201c{phrase}\u201d"):
+            return found
+    if rules.off_topic.enabled:
+        similarity = None
+        if "chosen_prompt_similarity" in row and "rejected_prompt_similarity" in row:
+            similarity = (row["chosen_prompt_similarity"], row["rejected_prompt_similarity"])
+        add(OFF_TOPIC, "chosen", off_topic(prompt, chosen, rejected, rules.off_topic, similarity))
+    return found
+
+
+def first_flag(row: dict, rules: QualityRules, sources: CopySources | None = None) -> Flag | None:
+    found = flags(row, rules, sources, first_only=True)
+    return found[0] if found else None

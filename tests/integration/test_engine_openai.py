@@ -1,0 +1,225 @@
+"""The OpenAI-compatible engine: retries against a scripted local server, then a real vLLM server.
+
+Everything talks to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from support.vllm_env import free_port, vllm_env
+
+from cai.engines.base import SamplingParams
+from cai.engines.openai_server import OpenAIEngine
+from cai.errors import CaiError
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+# --- a scripted server: each request takes the next (status, headers, body) ---------------------
+
+class Scripted:
+    def __init__(self, script):
+        self.script = list(script)
+        self.requests = []
+        self.lock = threading.Lock()
+
+    def next(self, body):
+        with self.lock:
+            self.requests.append(body)
+            return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+
+
+def ok(text, prompt=3, completion=2, finish="stop"):
+    return 200, {}, {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                     "usage": {"prompt_tokens": prompt, "completion_tokens": completion}}
+
+
+@pytest.fixture
+def scripted():
+    """Start a local HTTP server answering from a script; yields (set_script, base_url)."""
+    state = {"s": Scripted([ok("x")])}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status, headers, payload = state["s"].next(body)
+            if callable(payload):
+                payload = payload(body)
+            data = json.dumps(payload).encode() if isinstance(payload, dict) else payload.encode()
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+
+    def use(script):
+        state["s"] = Scripted(script)
+        return state["s"]
+
+    yield use, f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_retries_429_then_503_then_succeeds(scripted):
+    use, url = scripted
+    server = use([(429, {"Retry-After": "1"}, {"error": {"message": "slow down"}}),
+                  (503, {}, "overloaded"),
+                  ok("fine", prompt=5, completion=1)])
+    engine = OpenAIEngine("m", base_url=url, backoff=0.01)
+    start = time.monotonic()
+    [out] = engine.generate([USER], SamplingParams(max_new_tokens=4, seed=3))
+    assert time.monotonic() - start >= 1.0                     # Retry-After was honoured
+    assert (out.text, out.prompt_tokens, out.completion_tokens, out.finish_reason) == ("fine", 5, 1, "stop")
+    assert len(server.requests) == 3
+    sent = server.requests[-1]
+    assert sent["seed"] == 3 and sent["max_tokens"] == 4 and sent["model"] == "m" and sent["messages"] == USER
+    engine.close()
+
+
+def test_client_error_fails_at_once_with_server_message(scripted):
+    use, url = scripted
+    server = use([(400, {}, {"error": {"message": "This model's maximum context length is 512 tokens.\nPlease reduce."}})])
+    with OpenAIEngine("m", base_url=url, backoff=0.01) as engine, pytest.raises(CaiError) as err:
+        engine.generate([USER], SamplingParams())
+    message = str(err.value)
+    assert "\n" not in message
+    assert "HTTP 400" in message and "maximum context length is 512 tokens. Please reduce." in message
+    assert len(server.requests) == 1
+
+
+def test_gives_up_after_max_retries(scripted):
+    use, url = scripted
+    server = use([(502, {}, "bad gateway")])
+    with OpenAIEngine("m", base_url=url, max_retries=2, backoff=0.01) as engine, pytest.raises(CaiError, match="after 3 attempts: HTTP 502: bad gateway"):
+        engine.generate([USER], SamplingParams())
+    assert len(server.requests) == 3
+
+
+def test_connection_refused_is_retried_then_reported():
+    url = f"http://127.0.0.1:{free_port()}/v1"                 # nothing listens there
+    with OpenAIEngine("m", base_url=url, max_retries=1, backoff=0.01) as engine, pytest.raises(CaiError, match="after 2 attempts: ConnectError"):
+        engine.generate([USER], SamplingParams())
+
+
+def test_concurrent_results_keep_input_order(scripted):
+    use, url = scripted
+
+    def echo(body):
+        text = body["messages"][-1]["content"]
+        time.sleep(0.05 * (5 - int(text)))                      # early prompts answer last
+        return ok(text, prompt=int(text), completion=1, finish="length")[2]
+
+    server = use([(200, {}, echo)])
+    convs = [[{"role": "user", "content": str(i)}] for i in range(6)]
+    with OpenAIEngine("m", base_url=url, concurrency=4) as engine:
+        out = engine.generate(convs, SamplingParams())
+    assert [c.text for c in out] == [str(i) for i in range(6)]
+    assert [c.prompt_tokens for c in out] == list(range(6))
+    assert all(c.finish_reason == "length" for c in out)
+    assert len(server.requests) == 6
+
+
+# --- a real vLLM OpenAI server on the tiny model -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def vllm_server(request, tmp_path_factory):
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vllm is not installed (pip install -e '.[vllm]')")
+    model_dir = str(request.getfixturevalue("tiny_vllm_model_dir"))
+    cache = tmp_path_factory.mktemp("vllm-server")
+    port = free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
+           "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port),
+           "--enforce-eager", "--max-model-len", "512", "--enable-prefix-caching"]
+    env = {**os.environ, **vllm_env(cache), "VLLM_CPU_KVCACHE_SPACE": "1"}
+    base = f"http://127.0.0.1:{port}"
+    with open(cache / "server.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_healthy(proc, f"{base}/health", cache / "server.log", timeout=240)
+            yield f"{base}/v1"
+        finally:
+            _kill_group(proc)
+
+
+def _wait_healthy(proc, url, log_file, timeout):
+    import httpx2 as httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"vLLM server exited with {proc.returncode}:\n" + log_file.read_text()[-3000:])
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"vLLM server not healthy after {timeout} s:\n" + log_file.read_text()[-3000:])
+        time.sleep(1)
+
+
+def _kill_group(proc):
+    """SIGTERM the server's process group (API server, engine core, worker); SIGKILL whatever outlives 20 s."""
+    group = proc.pid                     # start_new_session: the group id is the leader's pid
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _group_alive(group, proc):
+            time.sleep(0.2)
+        if not _group_alive(group, proc):
+            break
+    proc.wait(10)
+
+
+def _group_alive(group, proc) -> bool:
+    proc.poll()                          # reap the leader so it does not count as alive
+    try:
+        os.killpg(group, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_real_vllm_server(vllm_server):
+    convs = [[{"role": "user", "content": f"Item {i}: " + "more " * i}] for i in range(5)]
+    with OpenAIEngine("tiny", base_url=vllm_server, concurrency=3) as engine:
+        greedy = engine.generate(convs, SamplingParams(max_new_tokens=6))
+        again = engine.generate(convs, SamplingParams(max_new_tokens=6))
+        assert len(greedy) == 5
+        counts = [c.prompt_tokens for c in greedy]
+        assert counts == sorted(counts) and len(set(counts)) == 5           # input order kept
+        assert all(c.completion_tokens == 6 and c.finish_reason == "length" for c in greedy)
+        assert [c.text for c in greedy] == [c.text for c in again]
+        def sample(seed):
+            return [c.text for c in engine.generate(convs[:2], SamplingParams(max_new_tokens=8, temperature=1.0, seed=seed))]
+        assert sample(11) == sample(11)
+        assert sample(11) != sample(12)
+        with pytest.raises(CaiError, match="HTTP 404: .*no-such-model") as err:   # unknown model: fails at once
+            OpenAIEngine("no-such-model", base_url=vllm_server).generate(convs[:1], SamplingParams())
+        assert "\n" not in str(err.value)
