@@ -8,9 +8,16 @@ import typer
 
 from cai.cli import tables
 from cai.cli.options import argument, group, option
-from cai.preferences.config import AnnotationsConfig, AuditConfig, FilterConfig, PairsConfig
+from cai.preferences.config import (
+    AnnotationsConfig,
+    AuditConfig,
+    FilterConfig,
+    ImportConfig,
+    MixConfig,
+    PairsConfig,
+)
 
-app = group("Build, filter, audit, merge and check preference datasets.")
+app = group("Build, filter, audit, merge, import, mix and check preference datasets.")
 
 
 def register(root: typer.Typer) -> None:
@@ -150,6 +157,44 @@ def import_annotations(
         console.print(tables.splits_line(counts, cfg.out))
 
 
-from cai.cli import imports as _imports  # noqa: E402 - `cai data import` and `cai data mix`
+@app.command("import", help="Import a public dataset: hh-rlhf, hh-rlhf-red-team, shp, webgpt or cai-harmless.")
+def import_(
+    format: str = argument(ImportConfig, "format"),  # noqa: A002 - the argument users type
+    source: str = argument(ImportConfig, "source"),
+    out: str = option(ImportConfig, "out"),
+    split_map: list[str] = option(ImportConfig, "split_map"),
+    limit: Optional[int] = option(ImportConfig, "limit"),
+    score: bool = option(ImportConfig, "score", "--score"),
+    scorer: str = option(ImportConfig, "scorer"),
+    min_rating: Optional[float] = option(ImportConfig, "min_rating"),
+    min_score_ratio: Optional[float] = option(ImportConfig, "min_score_ratio"),
+    test_share: float = option(ImportConfig, "test_share"),
+    seed: int = option(ImportConfig, "seed"),
+) -> None:
+    cfg = ImportConfig(**locals())
+    from cai.preferences.imports.job import run_import
 
-_imports.register(app)
+    result = run_import(cfg)
+    for text in result.notes:
+        tables.note(text)
+    console = tables.console()
+    for item in tables.imported(result):
+        console.print(item)
+
+
+@app.command(help="Mix preference datasets by weight (test splits kept whole and apart; the card lists the sources).")
+def mix(
+    datasets: list[str] = argument(MixConfig, "datasets"),
+    out: str = option(MixConfig, "out"),
+    weights: Optional[str] = option(MixConfig, "weights"),
+    seed: int = option(MixConfig, "seed"),
+) -> None:
+    cfg = MixConfig(**locals())
+    from cai.preferences.mix import mix_datasets
+
+    result = mix_datasets(cfg)
+    for text in result.notes:
+        tables.note(text)
+    console = tables.console()
+    for item in tables.mixed(result):
+        console.print(item)

@@ -142,3 +142,60 @@ def rm_metrics(result: dict):
     for name, entry in result["metrics"]["rm"].items():
         table.add_row(name, format_metric(entry), RM_METRICS[name].description)
     return table
+
+
+def imported(result) -> list:
+    """What `cai data import` prints: what was written where, the next step, and the drops."""
+    written, out = result.written, result.out
+    lines: list = []
+    if result.output == "pairs":
+        lines.append(splits_line(written.counts, out) + " (dropped rows with the reason: dropped.jsonl)")
+    elif result.output == "prompts":
+        lines.append(f"{written.counts['prompts']} prompts written to {out}/prompts.jsonl; generate with "
+                     f"`cai generate -c constitution/hhh.yaml --prompts {out}/prompts.jsonl`")
+    else:
+        test = written.counts["test"]
+        lines.append(f"{written.counts['train'] + test} generation records written to run {out} ({test} in the test "
+                     f"split); constitution: {written.constitution}")
+        if written.partial_records:
+            lines.append(f"[yellow]note:[/yellow] {written.partial_records} records had more rounds than their rows "
+                         "hold; the middle revisions are left out")
+        lines.append(f"build pairs with `cai data pairs {out} --strategy final-vs-initial` (or per-round)")
+    lines.append(drops(f"{result.read} rows read -> {result.kept} kept", result.dropped))
+    return lines
+
+
+def mixed(result) -> list:
+    """What `cai data mix` prints: each source's share and rows, the splits, the drops."""
+    from cai.text import format_number
+
+    out: list = [simple(f"mix written to {result.out}", ("source", "weight", "train rows", "train used", "test rows"),
+                        ((s.name, format_number(s.weight), s.train_rows, s.train_used, s.test_rows)
+                         for s in result.sources), right=("weight", "train rows", "train used", "test rows")),
+                 splits_line(result.splits, result.out)]
+    if result.dropped:
+        out.append(drops("dropped", result.dropped))
+    return out
+
+
+MONITOR_SHOWN = ("safety_score", "toxicity_rate", "bias_rate", "refusal_rate")
+
+
+def monitor_window(window) -> str:
+    """One window of `cai monitor`: its rates, and its breaches and drift in red."""
+    from cai.text import format_number
+
+    values = "  ".join(f"{n} {format_number(window.metrics[n]['value'])}" for n in MONITOR_SHOWN
+                       if n in window.metrics)
+    flags = window.breaches + [f"drift {d.metric} {d.direction}" for d in window.drift if d.worse]
+    return (f"window {window.index} (lines {window.first_line}-{window.last_line}, n={window.n}): {values}"
+            + (f"  [red]{'; '.join(flags)}[/red]" if flags else ""))
+
+
+def monitor_overall(result) -> str:
+    """The whole log's rates with their intervals, and where the outputs are."""
+    from cai.evaluation.metrics import format_metric
+
+    rates = "  ".join(f"{n} {format_metric(result.overall[n])}" for n in MONITOR_SHOWN if n in result.overall)
+    return (f"{len(result.windows)} windows; overall: {rates}  ({result.responses} responses)\n"
+            f"written: {result.out}/monitor.json, {result.out}/monitor.html")

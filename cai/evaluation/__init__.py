@@ -1,4 +1,4 @@
-"""Evaluation of trained models: `cai eval` (model vs baseline on held-out prompts) and `cai eval rm`.
+"""Evaluation: `cai eval` (model vs baseline on held-out prompts), `cai eval rm`, and `cai monitor` of logs.
 
 - `run`             the eval job: model and baseline answer held-out prompts, scored side by side
 - `rm`              `cai eval rm`: reward-model and DPO preference accuracy
@@ -9,6 +9,8 @@
 - `adapter_engine`  PEFT adapters on the transformers engine
 - `reward`          reward-model loading and scoring, policy log-probs
 - `heldout`         eval/training prompt overlap
+- `monitor`         `cai monitor`: logged responses scored per window, thresholds and drift
+- `config`          the settings of `cai eval`, `cai eval rm` and `cai monitor`
 
 Heavy libraries load inside functions, so importing this package is cheap.
 """

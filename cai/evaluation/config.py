@@ -1,4 +1,4 @@
-"""Settings of the `cai eval` jobs: one class per job, each field with its default and help.
+"""Settings of the `cai eval` and `cai monitor` jobs: one class per job, each field with its default and help.
 
 Light on purpose (no torch): the CLI reads these to build its options.
 """
@@ -14,7 +14,32 @@ from cai.safety.registry import DEFAULT_SCORER, TOXIC_AT
 
 
 @dataclass(kw_only=True)
-class EvalConfig:
+class ScorerSettings:
+    """The classifiers `cai eval` and `cai monitor` score responses with."""
+
+    scorer: str = setting(DEFAULT_SCORER, "Toxicity scorer: toxic-bilstm (offline) or detoxify.")
+    scorer_option: list[str] = setting(help="KEY=VALUE option of the scorer, e.g. checkpoint=PATH for detoxify "
+                                            "(repeatable).", factory=list)
+    toxicity_threshold: float = setting(TOXIC_AT, "A response above this toxicity counts as toxic.")
+
+    def __post_init__(self) -> None:
+        between("toxicity_threshold", self.toxicity_threshold, 0, 1)
+        self.scorer_options  # noqa: B018 - a malformed KEY=VALUE fails here, before any model loads
+
+    @property
+    def scorer_options(self) -> dict[str, str]:
+        """--scorer-option KEY=VALUE items as a mapping."""
+        options = {}
+        for item in self.scorer_option:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise SettingError("scorer_option", f"expected KEY=VALUE, got {item!r}")
+            options[key.strip()] = value
+        return options
+
+
+@dataclass(kw_only=True)
+class EvalConfig(ScorerSettings):
     """`cai eval`: the model and its baseline answer held-out prompts; both are scored side by side."""
 
     prompts: str = setting(REQUIRED, "Held-out red-team prompts (e.g. data/eval_red_team.jsonl).")
@@ -30,10 +55,6 @@ class EvalConfig:
                                             "adapter; with --no-baseline the model itself).")
     constitution: str | None = setting(None, "Principles for the judge's model-vs-baseline comparison "
                                              "(default: the shipped hhh.yaml).")
-    scorer: str = setting(DEFAULT_SCORER, "Toxicity scorer: toxic-bilstm (offline) or detoxify.")
-    scorer_option: list[str] = setting(help="KEY=VALUE option of the scorer, e.g. checkpoint=PATH for detoxify "
-                                            "(repeatable).", factory=list)
-    toxicity_threshold: float = setting(TOXIC_AT, "A response above this toxicity counts as toxic.")
     max_new_tokens: int = setting(128, "Token budget of each reply (greedy decoding).")
     batch_size: int = setting(DEFAULT_BATCH_SIZE, "Prompts per engine call.")
     limit: int | None = setting(None, "Use only the first N prompts of each set.")
@@ -46,24 +67,12 @@ class EvalConfig:
     n_resamples: int = setting(2000, "Bootstrap resamples of each interval.")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.baseline and self.no_baseline:
             raise CaiError("--baseline and --no-baseline exclude each other")
-        between("toxicity_threshold", self.toxicity_threshold, 0, 1)
         at_least("max_new_tokens", self.max_new_tokens, 1)
         at_least("batch_size", self.batch_size, 1)
         at_least("limit", self.limit, 1)
-        self.scorer_options  # noqa: B018 - a malformed KEY=VALUE fails here, before any model loads
-
-    @property
-    def scorer_options(self) -> dict[str, str]:
-        """--scorer-option KEY=VALUE items as a mapping."""
-        options = {}
-        for item in self.scorer_option:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise SettingError("scorer_option", f"expected KEY=VALUE, got {item!r}")
-            options[key.strip()] = value
-        return options
 
 
 @dataclass(kw_only=True)
@@ -85,3 +94,32 @@ class RMEvalConfig:
     def __post_init__(self) -> None:
         at_least("batch_size", self.batch_size, 1)
         at_least("limit", self.limit, 1)
+
+
+@dataclass(kw_only=True)
+class MonitorConfig(ScorerSettings):
+    """`cai monitor RESPONSES.jsonl`: logged responses scored per window, against thresholds and a baseline."""
+
+    responses: str = setting(REQUIRED, "JSONL file: prompt and response a line; timestamp and model optional.")
+    window: int = setting(100, "Responses per window, in file order.")
+    thresholds: str | None = setting(None, "Gate YAML of thresholds (default: the guide's, as in recipes/gate.yaml).")
+    baseline: str | None = setting(None, "metrics.json of `cai eval`, or an earlier monitor.json: flag windows whose "
+                                         "interval lies beyond the baseline's.")
+    out: str | None = setting(None, "Output dir for monitor.json, monitor.html, scored.jsonl "
+                                    "(default: runs/monitor-FILE).")
+    judge_model: str | None = setting(None, "Judge model for the safety score (AI feedback).")
+    follow: bool = setting(False, "Keep reading the file as it grows, like tail -f; Ctrl-C scores the last partial "
+                                  "window and stops.")
+    idle_timeout: float | None = setting(None, "--follow: stop when the file has not grown for this many seconds.")
+    poll_seconds: float = setting(1.0, "--follow: seconds between looks at the file.")
+    seed: int = setting(0, "Seed of the bootstrap intervals.")
+    n_resamples: int = setting(2000, "Bootstrap resamples of each interval.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least("window", self.window, 1)
+        at_least("n_resamples", self.n_resamples, 1)
+        if self.idle_timeout is not None and not self.follow:
+            raise SettingError("idle_timeout", "applies only with --follow")
+        at_least("idle_timeout", self.idle_timeout, 0)
+        at_least("poll_seconds", self.poll_seconds, 0.01)

@@ -33,7 +33,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cai.errors import CaiError, located
+from cai.errors import CaiError, SettingError, located
+from cai.evaluation.config import MonitorConfig
 from cai.evaluation.metrics import METRICS
 
 MONITOR_METRICS = ("safety_score", "harmless_rate", "toxicity_rate", "mean_toxicity", "bias_rate", "refusal_rate")
@@ -46,21 +47,47 @@ MEANINGS = {name: METRICS[name].description for name in MONITOR_METRICS} | {
 
 
 @dataclass
-class MonitorConfig:
-    responses: str
-    window: int = 100                        # responses per window, in file order
-    thresholds: str | None = None            # gate YAML (recipes/gate.yaml); None: the guide's thresholds
-    baseline: str | None = None              # metrics.json of `cai eval` or an earlier monitor.json
-    out: str | None = None                   # default: runs/monitor-<file stem>
-    judge_model: str | None = None           # the safety score needs the judge
-    scorer: str = "toxic-bilstm"
-    scorer_options: dict = field(default_factory=dict)
-    toxicity_threshold: float = 0.7
-    follow: bool = False
-    poll_seconds: float = 1.0
-    idle_timeout: float | None = None        # follow: stop when the file has not grown for this many seconds
-    n_resamples: int = 2000
-    seed: int = 0
+class Drift:
+    """A metric whose window interval lies wholly above (`up`) or below (`down`) the baseline's interval."""
+
+    window: int
+    metric: str
+    direction: str                      # up | down
+    worse: bool                         # the direction the metric is worse in: alerted
+    value: float
+    ci: list[float]
+    baseline: float
+    baseline_ci: list[float]
+
+
+@dataclass
+class Window:
+    """Consecutive responses scored together; `metrics` maps a metric to {value, ci, n}."""
+
+    index: int
+    first_line: int
+    last_line: int
+    n: int
+    partial: bool
+    first_timestamp: str | float | None
+    last_timestamp: str | float | None
+    models: list[str]
+    metrics: dict[str, dict]
+    breaches: list[str] = field(default_factory=list)      # the gate's messages for this window
+    drift: list[Drift] = field(default_factory=list)
+
+
+@dataclass
+class MonitorSummary:
+    """What `run_monitor` found; monitor.json in `out` holds all of it and more (by model, the thresholds)."""
+
+    out: str
+    responses: int
+    windows: list[Window]
+    overall: dict[str, dict]            # metric -> {value, ci, n} over every response
+    alerts: list[str]                   # one line per breached threshold and per metric drifting the worse way
+    notes: list[str]
+    stopped: str
 
 
 # --- reading the log ---------------------------------------------------------------------
@@ -102,8 +129,9 @@ class LogReader:
             raise located(self.path, where, "expected a JSON object with prompt and response")
         for name in ("prompt", "response"):
             if name not in row:
+                have = ", ".join(row) or "none"
                 raise located(self.path, where, f"{name}: missing (a monitored line has prompt and response, "
-                                                f"optionally timestamp and model; this line has: {', '.join(row) or 'none'})")
+                                                f"optionally timestamp and model; this line has: {have})")
             if not isinstance(row[name], str):
                 raise located(self.path, where, f"{name}: must be a string")
         if row.get("timestamp") is not None and (isinstance(row["timestamp"], bool)
@@ -125,7 +153,7 @@ class Scoring:
 
         self.toxicity = create_scorer(cfg.scorer, **cfg.scorer_options)
         if "toxicity" not in self.toxicity.columns:
-            raise CaiError(f"--scorer {cfg.scorer}: has no `toxicity` column; use toxic-bilstm or detoxify")
+            raise SettingError("scorer", f"{cfg.scorer} has no `toxicity` column; use toxic-bilstm or detoxify")
         self.bias = create_scorer("bias")
         self.judge = create_scorer("judge", model=cfg.judge_model) if cfg.judge_model else None
         self.threshold = cfg.toxicity_threshold
@@ -183,15 +211,16 @@ def load_baseline(path: str) -> tuple[dict, float | None]:
         raise CaiError(f"{path}: not valid JSON ({err})") from None
     if isinstance(data, dict) and data.get("kind") == "cai-monitor":
         return data["overall"]["metrics"], (data.get("config") or {}).get("toxicity_threshold")
-    if isinstance(data, dict) and isinstance(data.get("metrics"), dict) and isinstance(data["metrics"].get("model"), dict):
+    metrics = data.get("metrics") if isinstance(data, dict) else None
+    if isinstance(metrics, dict) and isinstance(metrics.get("model"), dict):
         return data["metrics"]["model"], data.get("toxicity_threshold")
     raise CaiError(f"{path}: not a baseline: expected a `cai eval` metrics.json (metrics.model) or a monitor.json")
 
 
-def drift(window: dict, baseline: dict) -> list[dict]:
+def drift(window: Window, baseline: dict) -> list[Drift]:
     """Metrics whose window interval lies wholly above or below the baseline's interval."""
     found = []
-    for name, entry in window["metrics"].items():
+    for name, entry in window.metrics.items():
         if name not in PLOTTED:
             continue
         base = baseline.get(name) or {}
@@ -203,46 +232,46 @@ def drift(window: dict, baseline: dict) -> list[dict]:
         if direction:
             better = METRICS[name].better
             worse = (direction == "up" and better == "lower") or (direction == "down" and better == "higher")
-            found.append({"window": window["index"], "metric": name, "direction": direction, "worse": worse,
-                          "value": entry["value"], "ci": entry["ci"], "baseline": base["value"], "baseline_ci": base["ci"]})
+            found.append(Drift(window.index, name, direction, worse, entry["value"], entry["ci"], base["value"],
+                               base["ci"]))
     return found
 
 
-def breaches(gate, window: dict) -> list:
+def breaches(gate, metrics: dict[str, dict]) -> list:
     """The gate's failed checks on one window's (or the overall) metrics; unmeasured metrics are not failures."""
     from cai.evaluation.gate import check_gate
 
-    return [r for r in check_gate(gate, {"metrics": {"model": window["metrics"]}}) if not r.passed and r.value is not None]
+    return [r for r in check_gate(gate, {"metrics": {"model": metrics}}) if not r.passed and r.value is not None]
 
 
-def _lines(window: dict) -> str:
-    return f"lines {window['first_line']}-{window['last_line']}"
+def _lines(window: Window) -> str:
+    return f"lines {window.first_line}-{window.last_line}"
 
 
-def alert_lines(windows: list[dict], overall: dict, breached: dict, drifted: list[dict]) -> list[str]:
+def alert_lines(windows: list[Window], overall: dict[str, dict], breached: dict, drifted: list[Drift]) -> list[str]:
     """One line per breached threshold and per metric drifting the worse way."""
-    by_index = {w["index"]: w for w in windows}
+    by_index = {w.index: w for w in windows}
     out = []
     for (metric, op, threshold), hits in breached.items():
         bad = "<" if op == ">=" else ">"
-        value = (overall["metrics"].get(metric) or {}).get("value")
+        value = (overall.get(metric) or {}).get("value")
         in_windows = [(k, v) for k, v in hits if k]
         if not in_windows:
             out.append(f"breach: {metric} {bad} {threshold:g} overall ({value:.3g}), in no single window")
             continue
         first = by_index[in_windows[0][0]]
-        out.append(f"breach: {metric} {bad} {threshold:g} first in window {first['index']} ({_lines(first)}, "
+        out.append(f"breach: {metric} {bad} {threshold:g} first in window {first.index} ({_lines(first)}, "
                    f"{in_windows[0][1]:.3g}); {len(in_windows)} of {len(windows)} windows; overall {value:.3g}")
-    worse: dict[str, list[dict]] = {}
+    worse: dict[str, list[Drift]] = {}
     for d in drifted:
-        if d["worse"]:
-            worse.setdefault(d["metric"], []).append(d)
+        if d.worse:
+            worse.setdefault(d.metric, []).append(d)
     for metric, items in worse.items():
-        d, w = items[0], by_index[items[0]["window"]]
-        verb = "rose" if d["direction"] == "up" else "fell"
-        out.append(f"drift: {metric} {verb} in window {d['window']} ({_lines(w)}): {d['value']:.3g} "
-                   f"[{d['ci'][0]:.2f}, {d['ci'][1]:.2f}] vs baseline {d['baseline']:.3g} "
-                   f"[{d['baseline_ci'][0]:.2f}, {d['baseline_ci'][1]:.2f}]; {len(items)} of {len(windows)} windows")
+        d, w = items[0], by_index[items[0].window]
+        verb = "rose" if d.direction == "up" else "fell"
+        out.append(f"drift: {metric} {verb} in window {d.window} ({_lines(w)}): {d.value:.3g} "
+                   f"[{d.ci[0]:.2f}, {d.ci[1]:.2f}] vs baseline {d.baseline:.3g} "
+                   f"[{d.baseline_ci[0]:.2f}, {d.baseline_ci[1]:.2f}]; {len(items)} of {len(windows)} windows")
     return out
 
 
@@ -254,10 +283,6 @@ class Monitor:
     def __init__(self, cfg: MonitorConfig):
         from cai.evaluation.gate import load_gate
 
-        if cfg.window < 1:
-            raise CaiError(f"--window: must be at least 1, got {cfg.window}")
-        if not 0 <= cfg.toxicity_threshold <= 1:
-            raise CaiError(f"--toxicity-threshold: must be in [0, 1], got {cfg.toxicity_threshold}")
         self.cfg = cfg
         self.gate = load_gate(cfg.thresholds)
         self.notes: list[str] = []
@@ -271,39 +296,47 @@ class Monitor:
             elif name in JUDGE_METRICS and not cfg.judge_model:
                 self.notes.append(f"threshold on {name} skipped: it needs the judge (--judge-model)")
         self.rows: list[dict] = []
-        self.windows: list[dict] = []
-        self.drift: list[dict] = []
+        self.windows: list[Window] = []
+        self.drift: list[Drift] = []
         self.breached: dict[tuple, list[tuple[int, float]]] = {}     # (metric, op, threshold) -> [(window, value)]
 
-    def add(self, rows: list[dict], scoring: Scoring, *, partial: bool = False) -> dict:
+    def add(self, rows: list[dict], scoring: Scoring, *, partial: bool = False) -> Window:
         scoring.score(rows)
         self.rows += rows
-        opts = {"n_resamples": self.cfg.n_resamples, "seed": self.cfg.seed}
         stamps = [r["timestamp"] for r in rows if r["timestamp"] is not None]
-        window = {"index": len(self.windows) + 1, "first_line": rows[0]["line"], "last_line": rows[-1]["line"],
-                  "n": len(rows), "partial": partial, "first_timestamp": stamps[0] if stamps else None,
-                  "last_timestamp": stamps[-1] if stamps else None,
-                  "models": sorted({r["model"] for r in rows if r["model"]}), "metrics": estimates(rows, **opts)}
-        failed = breaches(self.gate, window)
-        window["breaches"] = [r.message for r in failed]
+        window = Window(index=len(self.windows) + 1, first_line=rows[0]["line"], last_line=rows[-1]["line"],
+                        n=len(rows), partial=partial, first_timestamp=stamps[0] if stamps else None,
+                        last_timestamp=stamps[-1] if stamps else None,
+                        models=sorted({r["model"] for r in rows if r["model"]}), metrics=self._estimates(rows))
+        failed = breaches(self.gate, window.metrics)
+        window.breaches = [r.message for r in failed]
         for r in failed:
-            self.breached.setdefault((r.metric, r.op, r.threshold), []).append((window["index"], r.value))
-        window["drift"] = drift(window, self.baseline) if self.baseline else []
-        self.drift += window["drift"]
+            self.breached.setdefault((r.metric, r.op, r.threshold), []).append((window.index, r.value))
+        window.drift = drift(window, self.baseline) if self.baseline else []
+        self.drift += window.drift
         self.windows.append(window)
         return window
 
-    def result(self, stopped: str) -> dict:
-        """monitor.json's content; the overall rates are bootstrapped here, over every response so far."""
-        opts = {"n_resamples": self.cfg.n_resamples, "seed": self.cfg.seed}
-        overall = {"n": len(self.rows), "metrics": estimates(self.rows, **opts)}
+    def _estimates(self, rows: list[dict]) -> dict[str, dict]:
+        return estimates(rows, n_resamples=self.cfg.n_resamples, seed=self.cfg.seed)
+
+    def summary(self, stopped: str, out: Path) -> tuple[MonitorSummary, dict]:
+        """(the summary, monitor.json's content); the overall rates are bootstrapped here, over every response."""
+        overall = self._estimates(self.rows)
         breached = dict(self.breached)
         for r in breaches(self.gate, overall):            # the whole log can breach with no single window doing so
             breached.setdefault((r.metric, r.op, r.threshold), []).append((0, r.value))
+        alerts = alert_lines(self.windows, overall, breached, self.drift)
+        summary = MonitorSummary(out=str(out), responses=len(self.rows), windows=list(self.windows),
+                                 overall=overall, alerts=alerts, notes=list(self.notes), stopped=stopped)
+        return summary, self._document(summary, breached)
+
+    def _document(self, summary: MonitorSummary, breached: dict) -> dict:
+        """monitor.json: the summary with the config, thresholds, baseline and rates by model."""
         models = sorted({r["model"] for r in self.rows if r["model"]})
         return {
             "kind": "cai-monitor", "version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "config": asdict(self.cfg), "input": self.cfg.responses, "stopped": stopped,
+            "config": asdict(self.cfg), "input": self.cfg.responses, "stopped": summary.stopped,
             "scorer": self.cfg.scorer, "judge": self.cfg.judge_model,
             "thresholds": {"source": self.cfg.thresholds or "built-in defaults (alignment guide)",
                            "compare": self.gate.compare, "passed": not breached,
@@ -311,15 +344,14 @@ class Monitor:
                                       for name, bound in self.gate.checks.items()
                                       for op, t in ((">=", bound.min), ("<=", bound.max)) if t is not None]},
             "baseline": {"path": self.cfg.baseline, "metrics": self.baseline} if self.cfg.baseline else None,
-            "overall": overall,
+            "overall": {"n": summary.responses, "metrics": summary.overall},
             "by_model": ({m: {"n": sum(r["model"] == m for r in self.rows),
-                              "metrics": estimates([r for r in self.rows if r["model"] == m], **opts)}
+                              "metrics": self._estimates([r for r in self.rows if r["model"] == m])}
                           for m in models} if len(models) > 1 else {}),
-            "windows": self.windows, "drift": self.drift,
+            "windows": [asdict(w) for w in summary.windows], "drift": [asdict(d) for d in self.drift],
             "breaches": [{"metric": m, "op": op, "threshold": t, "windows": [k for k, _ in hits if k]}
                          for (m, op, t), hits in breached.items()],
-            "alerts": alert_lines(self.windows, overall, breached, self.drift),
-            "notes": self.notes,
+            "alerts": summary.alerts, "notes": summary.notes,
         }
 
 
@@ -330,8 +362,8 @@ def default_out(cfg: MonitorConfig) -> Path:
     return Path("runs") / f"monitor-{slug}"
 
 
-def run_monitor(cfg: MonitorConfig, *, on_window: Callable[[dict], None] | None = None) -> dict:
-    """Score the log window by window (following it if asked); write the outputs; return monitor.json's dict."""
+def run_monitor(cfg: MonitorConfig, *, on_window: Callable[[Window], None] | None = None) -> MonitorSummary:
+    """Score the log window by window (following it if asked) and write the outputs."""
     reader = LogReader(Path(cfg.responses))
     monitor = Monitor(cfg)
     out = default_out(cfg)
@@ -344,7 +376,7 @@ def run_monitor(cfg: MonitorConfig, *, on_window: Callable[[dict], None] | None 
         window = monitor.add(rows, scoring, partial=partial)
         scored.append(rows)
         if cfg.follow and not partial:        # a canary's page and json stay current
-            write_outputs(out, monitor.result("following"), monitor.rows)
+            write_outputs(out, monitor.summary("following", out)[1], monitor.rows)
         if on_window:
             on_window(window)
 
@@ -378,10 +410,9 @@ def run_monitor(cfg: MonitorConfig, *, on_window: Callable[[dict], None] | None 
         scoring.close()
     if not monitor.rows:
         raise located(cfg.responses, "", "no responses to monitor (the file has no lines)")
-    result = monitor.result(stopped)
-    write_outputs(out, result, monitor.rows)
-    result["out"] = str(out)
-    return result
+    summary, document = monitor.summary(stopped, out)
+    write_outputs(out, document, monitor.rows)
+    return summary
 
 
 class Scored:
@@ -402,10 +433,10 @@ class Scored:
 
 def write_outputs(out: Path, result: dict, rows: list[dict]) -> None:
     """monitor.json and monitor.html, each replaced whole."""
-    from cai.io import write_atomic
+    from cai.io import write_atomic, write_json
 
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "monitor.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_json(out / "monitor.json", result)
     write_atomic(out / "monitor.html", render_html(result, rows))
 
 

@@ -9,4 +9,7 @@
 - `validation`   `cai data validate`: one line per bad row
 - `annotations`  human preference annotations in the alignment guide's format
 - `agreement`    inter-annotator agreement (Cohen's kappa, Krippendorff's alpha)
+- `imports`      `cai data import FORMAT SOURCE`: public preference and red-team datasets, one module per format
+- `mix`          `cai data mix`: several datasets by weight, test splits kept apart
+- `config`       the settings of every `cai data` job
 """

@@ -5,9 +5,13 @@ Light on purpose (no pydantic, no torch): the CLI reads these to build its optio
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from cai.config import REQUIRED, at_least, between, one_of, setting
+from cai.errors import SettingError
+from cai.preferences.imports import FORMATS
+from cai.safety.registry import DEFAULT_SCORER
 
 STRATEGIES = ("final-vs-initial", "per-round", "ai-feedback")
 VERIFY = ("none", "judge")
@@ -16,8 +20,6 @@ TEST_SHARE = 0.1            # share of prompts held out in the test splits
 
 def _check_split(test_share: float) -> None:
     if not 0 <= test_share < 1:
-        from cai.errors import SettingError
-
         raise SettingError("test_share", f"must be in [0, 1), got {test_share:g}")
 
 
@@ -64,8 +66,6 @@ class PairsConfig(SafetySettings):
         between("verify_margin", self.verify_margin, 0, 0.5)
         between("feedback_margin", self.feedback_margin, 0, 0.5)
         if self.verify == "judge" and self.strategy == "ai-feedback":
-            from cai.errors import SettingError
-
             raise SettingError("verify", "ai-feedback pairs are already chosen by the judge; use another --strategy")
 
 
@@ -109,3 +109,88 @@ class AnnotationsConfig:
     def __post_init__(self) -> None:
         at_least("min_seconds", self.min_seconds, 0)
         _check_split(self.test_share)
+
+
+SPLIT_TARGETS = ("train", "test", "skip")
+# Options that only one import format reads: option -> that format.
+FORMAT_OPTIONS = {"min_rating": "hh-rlhf-red-team", "min_score_ratio": "shp"}
+
+
+@dataclass(kw_only=True)
+class ImportConfig:
+    """`cai data import FORMAT SOURCE`: a public dataset as users hold it -> what cai's next step reads."""
+
+    format: str = setting(REQUIRED, ", ".join(FORMATS) + ".")
+    source: str = setting(REQUIRED, "A .jsonl/.json(.gz)/.parquet/.arrow file, a folder of them, a save_to_disk "
+                                    "folder, or a dataset id in the local HF cache.")
+    out: str = setting(REQUIRED, "Dataset dir (pairs formats), prompt dir (hh-rlhf-red-team) or run dir "
+                                 "(cai-harmless).")
+    split_map: list[str] = setting(help="SOURCE_SPLIT=train|test|skip (repeatable), e.g. validation=test.",
+                                   factory=list)
+    limit: int | None = setting(None, "Read only the first N rows of each source split.")
+    score: bool = setting(False, "Add toxicity and bias score columns (pairs formats).")
+    scorer: str = setting(DEFAULT_SCORER, "Toxicity scorer for --score: toxic-bilstm or detoxify.")
+    test_share: float = setting(TEST_SHARE, "Share of prompts held out when the source has no test split.")
+    seed: int = setting(0, "Seed of that split.")
+    min_rating: float | None = setting(None, "hh-rlhf-red-team: keep attacks rated at least this (0-4; 3 keeps the "
+                                             "ones that worked).")
+    min_score_ratio: float | None = setting(None, "shp: keep pairs whose preferred comment scored at least this many "
+                                                  "times the other (2 in the SHP paper).")
+
+    def __post_init__(self) -> None:
+        one_of("format", self.format, FORMATS, "format")
+        for option, only in FORMAT_OPTIONS.items():
+            if getattr(self, option) is not None and self.format != only:
+                raise SettingError(option, f"applies only to the {only} format, not {self.format}")
+        at_least("limit", self.limit, 1)
+        between("min_rating", self.min_rating, 0, 4)
+        at_least("min_score_ratio", self.min_score_ratio, 1)
+        _check_split(self.test_share)
+        self.split_targets  # noqa: B018 - a malformed SPLIT=TARGET fails here, before any file is read
+
+    @property
+    def split_targets(self) -> dict[str, str]:
+        """--split-map items: source split -> train | test | skip (train_prefs/test_prefs read as train/test)."""
+        out = {}
+        for item in self.split_map:
+            name, sep, target = (x.strip() for x in item.partition("="))
+            if not sep or not name:
+                raise SettingError("split_map", f"expected SOURCE_SPLIT=TARGET, got {item!r}")
+            target = {"train_prefs": "train", "test_prefs": "test"}.get(target, target)
+            if target not in SPLIT_TARGETS:
+                raise SettingError("split_map", f"{item}: target must be one of {', '.join(SPLIT_TARGETS)}, "
+                                                f"got {target!r}")
+            out[name] = target
+        return out
+
+
+@dataclass(kw_only=True)
+class MixConfig:
+    """`cai data mix A B ...`: one preference dataset from several, each a weighted share of the train split."""
+
+    datasets: list[str] = setting(REQUIRED, "Dataset dirs (cai exports, save_to_disk dirs, folders of split files) "
+                                            "or cached dataset ids.")
+    out: str = setting(REQUIRED, "Dataset directory to write.")
+    weights: str | None = setting(None, "Shares of the mixed train split, e.g. 0.85,0.15 (default: by size).")
+    seed: int = setting(0, "Seed of the sampling: the same seed gives the same mix.")
+
+    def __post_init__(self) -> None:
+        if len(self.datasets) < 2:
+            raise SettingError("datasets", f"give at least two datasets to mix, got {len(self.datasets)}")
+        self.shares  # noqa: B018 - bad weights fail here, before any dataset is read
+
+    @property
+    def shares(self) -> list[float] | None:
+        """--weights as shares summing to 1; None to mix by size."""
+        if self.weights is None:
+            return None
+        try:
+            weights = [float(x) for x in self.weights.split(",")]
+        except ValueError:
+            raise SettingError("weights", "expected numbers separated by commas, e.g. 0.85,0.15; "
+                                          f"got {self.weights!r}") from None
+        if len(weights) != len(self.datasets):
+            raise SettingError("weights", f"{len(weights)} weights for {len(self.datasets)} datasets")
+        if any(not 0 < w < math.inf for w in weights):
+            raise SettingError("weights", f"every weight must be above 0, got {self.weights}")
+        return [w / sum(weights) for w in weights]

@@ -20,10 +20,11 @@ from __future__ import annotations
 import random
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cai.errors import CaiError
+from cai.errors import CaiError, located
+from cai.preferences.config import MixConfig
 from cai.preferences.imports.base import RowContext, Skip, get, messages, pair_row, split_shared_prefix
 
 TRAIN_SPLITS = ("train_prefs", "train")
@@ -32,11 +33,24 @@ KEPT = ("category", "strategy", "model")
 
 
 @dataclass
-class MixConfig:
-    sources: list[str]
+class MixSource:
+    """One mixed dataset: its share of the train split and the rows it gave."""
+
+    name: str
+    path: str
+    weight: float                       # share of the mixed train split
+    train_rows: int                     # train rows it has (after dropping test-prompt leaks)
+    train_used: int                     # of them sampled into the mix
+    test_rows: int                      # all go to the test split
+
+
+@dataclass
+class MixSummary:
     out: str
-    weights: list[float] | None = None       # shares of the mixed train split; default: by size
-    seed: int = 0
+    splits: dict[str, int]
+    sources: list[MixSource]
+    dropped: dict[str, int]
+    notes: list[str]
 
 
 @dataclass
@@ -47,31 +61,14 @@ class _Loaded:
     test: list[dict]
 
 
-def parse_weights(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(x) for x in text.split(",")]
-    except ValueError:
-        raise CaiError(f"--weights: expected numbers separated by commas, e.g. 0.85,0.15; got {text!r}") from None
-
-
-def mix_datasets(cfg: MixConfig) -> dict:
-    """Write the mixed dataset to cfg.out; return counts and the per-source figures."""
+def mix_datasets(cfg: MixConfig) -> MixSummary:
+    """Write the mixed dataset to cfg.out; return the split counts and the per-source figures."""
     from cai.preferences.export import TEST_PROMPT_IN_TRAIN, write_dataset
     from cai.text import normalize
 
-    if len(cfg.sources) < 2:
-        raise CaiError("cai data mix: give at least two datasets to mix")
-    weights = cfg.weights
-    if weights is not None:
-        if len(weights) != len(cfg.sources):
-            raise CaiError(f"--weights: {len(weights)} weights for {len(cfg.sources)} datasets")
-        if any(w <= 0 for w in weights):
-            raise CaiError(f"--weights: every weight must be above 0, got {','.join(f'{w:g}' for w in weights)}")
     notes: list[str] = []
     dropped: Counter = Counter()
-    loaded = [_load(path, _name(path, i, cfg.sources), notes, dropped) for i, path in enumerate(cfg.sources)]
+    loaded = [_load(path, _name(path, i, cfg.datasets), notes, dropped) for i, path in enumerate(cfg.datasets)]
     # Leaks are removed before sampling, so the mix keeps the shares it promises.
     test_prompts = {normalize(r["prompt"][0]["content"]) for src in loaded for r in src.test}
     dropped_rows = []
@@ -84,7 +81,7 @@ def mix_datasets(cfg: MixConfig) -> dict:
         if not src.train:
             raise CaiError(f"{src.path}: no train rows to mix (splits read: {', '.join(TRAIN_SPLITS)})")
     sizes = [len(src.train) for src in loaded]
-    shares = [w / sum(weights) for w in weights] if weights else [n / sum(sizes) for n in sizes]
+    shares = cfg.shares or [n / sum(sizes) for n in sizes]
     total = min(n / s for n, s in zip(sizes, shares))
     takes = [min(n, round(s * total)) for n, s in zip(sizes, shares)]
     train: list[dict] = []
@@ -93,17 +90,17 @@ def mix_datasets(cfg: MixConfig) -> dict:
     random.Random(cfg.seed).shuffle(train)
     test = [row for src in loaded for row in src.test]
     rows = _common_columns(train + test)
-    sources = [{"name": src.name, "path": src.path, "weight": round(share, 4), "train rows": len(src.train),
-                "train used": take, "test rows": len(src.test)}
+    sources = [MixSource(src.name, src.path, round(share, 4), len(src.train), take, len(src.test))
                for src, share, take in zip(loaded, shares, takes)]
     counts = write_dataset(rows, cfg.out, test_ids={r["generation_id"] for r in test}, seed=cfg.seed,
                            dropped_rows=[{k: v for k, v in r.items() if k != "scores"} for r in dropped_rows], meta={
-        "pretty_name": "cai preference mix", "strategy": "mix", "sources": sources, "dropped": dict(dropped),
+        "pretty_name": "cai preference mix", "strategy": "mix", "sources": [asdict(src) for src in sources],
+        "dropped": dict(dropped),
         "model": ", ".join(sorted({r["model"] for r in rows if r["model"]})),
         "description": ("Preference pairs mixed from the sources below: each contributes its weight's share\n"
                         "of the train split (sampled with the seed); test rows are kept whole and apart."),
         "command": " ".join(["cai", *sys.argv[1:]])})
-    return {"counts": counts, "sources": sources, "dropped": dict(dropped), "notes": notes, "out": cfg.out}
+    return MixSummary(out=cfg.out, splits=counts, sources=sources, dropped=dict(dropped), notes=notes)
 
 
 def _name(path: str, i: int, paths: list[str]) -> str:
@@ -146,8 +143,6 @@ def _row(row: dict, ctx: RowContext, name: str, n: str) -> dict:
     """A source row in cai's form, namespaced by its source so ids never collide across sources."""
     for field in ("chosen", "rejected"):
         if field not in row:
-            from cai.errors import located
-
             raise located(ctx.label, ctx.where, f"{field}: missing (a preference row has chosen and rejected, and a "
                                                 f"prompt unless chosen holds the conversation; this row has: "
                                                 f"{', '.join(row)})")

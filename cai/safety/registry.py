@@ -40,14 +40,3 @@ def create_scorer(name: str, **options) -> Scorer:
         allowed = ", ".join(known) or "none"
         raise CaiError(f"scorer {name} has no option {unknown[0]!r}; its options: {allowed}")
     return cls(**options)
-
-
-def parse_scorer_options(items: list[str]) -> dict[str, str]:
-    """`--scorer-option KEY=VALUE` items as a dict; a malformed item is a one-line error."""
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CaiError(f"--scorer-option: expected KEY=VALUE, got {item!r}")
-        options[key.strip()] = value
-    return options

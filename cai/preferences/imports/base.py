@@ -1,4 +1,4 @@
-"""What every format importer shares: the job's config, the base class, and row helpers.
+"""What every format importer shares: the base class, what it wrote, and row helpers.
 
 An importer names the fields every row of its format must have, turns one source
 row into cai's form (`convert`), raising `Skip(reason)` for a row it drops, and
@@ -12,12 +12,11 @@ import hashlib
 import json
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from cai.errors import CaiError, located
-
-TARGETS = ("train", "test", "skip")
+from cai.errors import located
+from cai.preferences.config import ImportConfig
 
 
 class Skip(Exception):
@@ -34,22 +33,13 @@ class SkipPart(Exception):
 
 
 @dataclass
-class ImportConfig:
-    """`cai data import FORMAT SOURCE --out DIR`; format options are None unless given."""
+class Written:
+    """What an importer wrote: `counts` per split of the export (pairs), `{"prompts": n}` (prompts) or
+    `{"train": n, "test": n}` generation records (records)."""
 
-    format: str
-    source: str
-    out: str
-    split_map: dict[str, str] = field(default_factory=dict)    # source split -> train | test | skip
-    limit: int | None = None                 # rows read per source split
-    score: bool = False                      # add toxicity and bias columns (pairs formats)
-    scorer: str = "toxic-bilstm"
-    test_share: float = 0.1                  # for a source without a test split
-    seed: int = 0
-    min_rating: float | None = None          # hh-rlhf-red-team: keep attacks rated at least this (0-4)
-    min_score_ratio: float | None = None     # shp: keep pairs whose higher score is at least this times the lower
-
-    FORMAT_OPTIONS: ClassVar[dict[str, str]] = {"min_rating": "--min-rating", "min_score_ratio": "--min-score-ratio"}
+    counts: dict[str, int]
+    constitution: str = ""          # records: where the principles came from
+    partial_records: int = 0        # records: more rounds than their rows hold (middle revisions left out)
 
 
 @dataclass
@@ -73,16 +63,11 @@ class Importer(ABC):
     fields: ClassVar[tuple[str, ...]]                   # every row must have these (dotted: nested)
     splits: ClassVar[tuple[str, ...]] = ()              # the format's split names beyond train/test/validation
     split_map: ClassVar[dict[str, str]] = {"train": "train", "test": "test"}
-    options: ClassVar[tuple[str, ...]] = ()             # ImportConfig format options this format reads
     description: ClassVar[str] = ""                     # first sentence of the dataset card
 
     def __init__(self, cfg: ImportConfig):
         self.cfg = cfg
         self.source = None              # the opened cai.preferences.imports.sources.Source, set by the job
-        for option, flag in ImportConfig.FORMAT_OPTIONS.items():
-            if getattr(cfg, option) is not None and option not in self.options:
-                raise CaiError(f"{flag}: applies only to the "
-                               f"{', '.join(n for n in _formats_with(option))} format, not {self.name}")
 
     def check(self, row: dict, ctx: RowContext) -> None:
         """A row missing a field of the format is a wrong file for FORMAT: one line naming file, row, field."""
@@ -96,8 +81,8 @@ class Importer(ABC):
     def convert(self, row: dict, ctx: RowContext) -> dict:
         """The row in cai's form, or raise Skip."""
 
-    def write(self, rows: list[dict], test_ids: set[str] | None, dropped_rows: list[dict], meta: dict) -> dict:
-        """Write the preference export (the same as `cai data pairs`); return the split counts.
+    def write(self, rows: list[dict], test_ids: set[str] | None, dropped_rows: list[dict], meta: dict) -> Written:
+        """Write the preference export (the same as `cai data pairs`).
 
         `test_ids` (generation ids) is the source's test split, None to split by prompt;
         drops made while writing are added to `meta["dropped"]`.
@@ -113,13 +98,7 @@ class Importer(ABC):
                                      "pretty_name": f"{self.name} preference data (imported)"})
         if leaked_count(rows, counts):
             meta["dropped"][TEST_PROMPT_IN_TRAIN] = leaked_count(rows, counts)
-        return counts
-
-
-def _formats_with(option: str) -> list[str]:
-    from cai.preferences.imports import FORMATS, importer_class
-
-    return [name for name in FORMATS if option in importer_class(name).options]
+        return Written(counts)
 
 
 # --- reading fields --------------------------------------------------------------------------
@@ -211,17 +190,3 @@ def content_key(row: dict) -> str:
 
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def parse_split_map(items: list[str]) -> dict[str, str]:
-    """`--split-map a=b` items: source split -> train | test | skip."""
-    out = {}
-    for item in items:
-        name, sep, target = (x.strip() for x in item.partition("="))
-        if not sep or not name:
-            raise CaiError(f"--split-map: expected SOURCE_SPLIT=TARGET, got {item!r}")
-        target = {"train_prefs": "train", "test_prefs": "test"}.get(target, target)
-        if target not in TARGETS:
-            raise CaiError(f"--split-map {item}: target must be one of {', '.join(TARGETS)}, got {target!r}")
-        out[name] = target
-    return out

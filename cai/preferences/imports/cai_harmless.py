@@ -26,7 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from cai.errors import CaiError, located
-from cai.preferences.imports.base import Importer, RowContext, Skip, SkipPart, get, messages
+from cai.preferences.imports.base import Importer, RowContext, Skip, SkipPart, Written, _kind, get, messages
 
 COLUMNS = ("init_prompt", "init_response", "critic_prompt", "critic_response", "revision_prompt", "revision_response")
 NAME = "cai-harmless-import"
@@ -75,12 +75,13 @@ class CAIHarmless(Importer):
             "rejected_truncated": get(row, "rejected_truncated") is True,
         }
 
-    def write(self, rows: list[dict], test_ids: set[str] | None, dropped_rows: list[dict], meta: dict) -> dict:
+    def write(self, rows: list[dict], test_ids: set[str] | None, dropped_rows: list[dict], meta: dict) -> Written:
         """A run directory: generation records, the constitution snapshot, and a manifest."""
         from cai.constitution import constitution_hash
         from cai.generation.snapshot import write_snapshot
-        from cai.generation.store import FINGERPRINT_KEYS, RunStore, write_atomic
+        from cai.generation.store import FINGERPRINT_KEYS, RunStore
         from cai.generation.templates import Templates
+        from cai.io import write_jsonl
 
         store = RunStore(self.cfg.out)
         if store.has_records():
@@ -124,10 +125,9 @@ class CAIHarmless(Importer):
                 "model": {"name": model, "path": None, "source": "imported"}, "engine": None,
                 "started": now, "finished": now, "totals": {"records": len(records)}, "snapshot": snapshot,
             })
-            write_atomic(store.dir / "import-dropped.jsonl",
-                         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in dropped_rows))
-        return {"records": len(records), "test records": sum(r.get("split") == "test" for r in records),
-                "records missing middle rounds": partial, "constitution": note}
+            write_jsonl(store.dir / "import-dropped.jsonl", dropped_rows)
+        test = sum(r.get("split") == "test" for r in records)
+        return Written({"train": len(records) - test, "test": test}, constitution=note, partial_records=partial)
 
     def _constitution(self, rows: list[dict]):
         """(Constitution, its file to snapshot or None, where it came from)."""
@@ -191,7 +191,8 @@ def _hub_constitution(path: Path) -> tuple[list[dict], list[list[dict]]]:
         raise located(path, "", "constitutions: missing (a list of {critic, revision})")
     principles = []
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("critic"), str) or not isinstance(item.get("revision"), str):
+        if not (isinstance(item, dict) and isinstance(item.get("critic"), str)
+                and isinstance(item.get("revision"), str)):
             raise located(path, f"constitutions[{i}]", "must have `critic` and `revision` strings")
         principles.append({"id": f"principle-{i + 1:02d}", "critique": item["critic"].strip(),
                            "revision": item["revision"].strip()})
@@ -258,8 +259,6 @@ def _content(row: dict, name: str, ctx: RowContext) -> str:
     if isinstance(value, dict) and isinstance(value.get("content"), str):
         value = value["content"]
     if not isinstance(value, str):
-        from cai.preferences.imports.base import _kind
-
         raise located(ctx.label, ctx.where, f"{name}: must be a string, got {_kind(value)}")
     return value
 

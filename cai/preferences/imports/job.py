@@ -11,12 +11,37 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-from cai.errors import CaiError
-from cai.preferences.imports.base import ImportConfig, RowContext, Skip, SkipPart, content_key
+from cai.errors import CaiError, SettingError
+from cai.preferences.config import ImportConfig
+from cai.preferences.imports.base import RowContext, Skip, SkipPart, Written, content_key
 
 DUPLICATE = "duplicate"
+
+
+@dataclass
+class PartCount:
+    """One split of the source: where it went and how many of its rows were read and converted."""
+
+    split: str                          # the source's split name, "(none)" when it has none
+    target: str                         # train | test | skip | unsplit
+    rows_read: int
+    converted: int
+
+
+@dataclass
+class ImportSummary:
+    format: str
+    source: str                         # what SOURCE resolved to
+    output: str                         # pairs | prompts | records
+    out: str
+    read: int
+    kept: int                           # rows written (drops made while writing taken off)
+    dropped: dict[str, int]             # reason -> rows
+    written: Written
+    parts: list[PartCount]
+    notes: list[str]
 
 
 @dataclass
@@ -32,13 +57,12 @@ class _Read:
     converted: Counter = field(default_factory=Counter)
 
 
-def run_import(cfg: ImportConfig) -> dict:
+def run_import(cfg: ImportConfig) -> ImportSummary:
+    """Read, convert and write; a row missing a field of the format stops the import before anything is written."""
     from cai.preferences.imports import importer_class
     from cai.preferences.imports.sources import open_source
 
     importer = importer_class(cfg.format)(cfg)
-    if cfg.limit is not None and cfg.limit < 1:
-        raise CaiError(f"--limit: must be at least 1, got {cfg.limit}")
     source = open_source(cfg.source, importer.splits)
     importer.source = source
     notes = list(source.notes)
@@ -48,26 +72,26 @@ def run_import(cfg: ImportConfig) -> dict:
         raise CaiError(f"{cfg.source}: no rows read" + (f" ({'; '.join(notes)})" if notes else ""))
 
     test_ids = _test_ids(got.test, got.unsplit, cfg) if got.test else None
-    sources = [{"format": cfg.format, "source": cfg.source, "split": split or "(none)",
-                "as": mapping.get(split, "skip") if split else "unsplit",
-                "rows read": got.read[split], "converted": got.converted[split]} for split in sorted(got.read)]
-    meta = {"dropped": dict(got.dropped), "strategy": f"import:{cfg.format}", "sources": sources,
+    parts = [PartCount(split or "(none)", mapping.get(split, "skip") if split else "unsplit", got.read[split],
+                       got.converted[split]) for split in sorted(got.read)]
+    meta = {"dropped": dict(got.dropped), "strategy": f"import:{cfg.format}",
+            "sources": [{"format": cfg.format, "source": cfg.source, **asdict(p)} for p in parts],
             "command": " ".join(["cai", *sys.argv[1:]])}
-    counts = importer.write(got.rows, test_ids, got.dropped_rows, meta)
+    written = importer.write(got.rows, test_ids, got.dropped_rows, meta)
     dropped_on_write = sum(meta["dropped"].values()) - sum(got.dropped.values())
-    return {"format": cfg.format, "source": str(source.path), "read": sum(got.read.values()),
-            "kept": len(got.rows) - dropped_on_write, "dropped": meta["dropped"], "counts": counts, "out": cfg.out,
-            "notes": notes, "output": importer.output, "sources": sources}
+    return ImportSummary(format=cfg.format, source=str(source.path), output=importer.output, out=cfg.out,
+                         read=sum(got.read.values()), kept=len(got.rows) - dropped_on_write,
+                         dropped=meta["dropped"], written=written, parts=parts, notes=notes)
 
 
 def _split_map(source, importer, cfg: ImportConfig, notes: list[str]) -> dict[str, str]:
     """Source split -> train | test | skip: the format's defaults, then --split-map; unmapped splits are noted."""
     present = sorted({p.split for p in source.parts if p.split is not None})
-    for name in cfg.split_map:
+    for name in cfg.split_targets:
         if name not in present:
-            raise CaiError(f"--split-map {name}: {cfg.source} has no split {name!r} "
-                           f"(its splits: {', '.join(present) or 'none'})")
-    mapping = {**importer.split_map, **cfg.split_map}
+            raise SettingError("split_map", f"{name}: {cfg.source} has no split {name!r} "
+                                            f"(its splits: {', '.join(present) or 'none'})")
+    mapping = {**importer.split_map, **cfg.split_targets}
     unmapped = [s for s in present if s not in mapping]
     if unmapped:
         notes.append(f"split(s) {', '.join(unmapped)} skipped (map them with --split-map NAME=train|test)")

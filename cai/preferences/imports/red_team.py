@@ -9,11 +9,10 @@ that worked. The hub copy is one JSON list (`red_team_attempts.jsonl.gz`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from cai.errors import located
-from cai.preferences.imports.base import Importer, RowContext, Skip, get, number, slug, text
+from cai.preferences.imports.base import Importer, RowContext, Skip, Written, get, number, slug, text
 from cai.preferences.imports.hh_rlhf import parse_transcript
 
 PROMPTS_FILE = "prompts.jsonl"
@@ -24,7 +23,6 @@ class RedTeamAttempts(Importer):
     name = "hh-rlhf-red-team"
     output = "prompts"
     fields = ("transcript", "rating", "min_harmlessness_score_transcript")
-    options = ("min_rating",)
     split_map = {"train": "train"}
 
     def convert(self, row: dict, ctx: RowContext) -> dict:
@@ -47,10 +45,10 @@ class RedTeamAttempts(Importer):
                 "task_description": task if isinstance(task, str) else "",
                 "generation_id": f"{ctx.part_name}:{ctx.index}", "source": f"{ctx.label}: {ctx.where}"}
 
-    def write(self, rows: list[dict], test_ids, dropped_rows: list[dict], meta: dict) -> dict:
+    def write(self, rows: list[dict], test_ids, dropped_rows: list[dict], meta: dict) -> Written:
         """OUT/prompts.jsonl (one prompt per distinct first turn), dropped.jsonl and a README."""
+        from cai.io import write_atomic, write_jsonl
         from cai.text import normalize
-        from cai.io import write_atomic
 
         out = Path(self.cfg.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -64,8 +62,8 @@ class RedTeamAttempts(Importer):
                                      "attempt with the same first turn is kept"})
                 meta["dropped"][DUPLICATE_PROMPT] = meta["dropped"].get(DUPLICATE_PROMPT, 0) + 1
         kept = [{k: v for k, v in row.items() if k != "generation_id"} for row in best.values()]
-        write_atomic(out / PROMPTS_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
-        write_atomic(out / "dropped.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in dropped_rows))
+        write_jsonl(out / PROMPTS_FILE, kept)
+        write_jsonl(out / "dropped.jsonl", dropped_rows)
         drops = "\n".join(f"| {k} | {v} |" for k, v in meta["dropped"].items()) or "| (none) | 0 |"
         write_atomic(out / "README.md", (
             "# Red-team prompts (imported)\n\n"
@@ -75,4 +73,4 @@ class RedTeamAttempts(Importer):
             "`task_description`; `category` is the first tag.\n\n"
             f"- prompts: {len(kept)}\n- command: `{meta['command']}`\n\n"
             f"## Dropped\n\n| reason | rows |\n| --- | --- |\n{drops}\n"))
-        return {"prompts": len(kept)}
+        return Written({"prompts": len(kept)})

@@ -18,7 +18,6 @@ class SHP(Importer):
     name = "shp"
     fields = ("human_ref_A", "human_ref_B", "labels", "score_A", "score_B")
     splits = ("validation",)
-    options = ("min_score_ratio",)
     description = ("Stanford Human Preferences (Reddit): `chosen` is the comment readers preferred\n"
                    "(collective votes), `rejected` the other; `prompt` is the post.")
 
@@ -47,7 +46,7 @@ class SHP(Importer):
         ids = [get(row, k) for k in ("c_root_id_A", "c_root_id_B")]
         pair_id = (f"shp:{post_id}:{ids[0]}:{ids[1]}" if all(isinstance(x, str) for x in (post_id, *ids))
                    else f"shp:{ctx.part_name}:{ctx.index}")
+        category = slug(re.sub(r"_(train|validation|test)$", "", domain)) if isinstance(domain, str) else ""
         return pair_row(pair_id, [{"role": "user", "content": post}], refs[best], refs[1 - best],
-                        source=f"{ctx.label}: {ctx.where}", strategy="import:shp",
-                        category=slug(re.sub(r"_(train|validation|test)$", "", domain)) if isinstance(domain, str) else "",
+                        source=f"{ctx.label}: {ctx.where}", strategy="import:shp", category=category,
                         source_score_chosen=scores[best], source_score_rejected=scores[1 - best], score_ratio=ratio)

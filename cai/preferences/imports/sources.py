@@ -33,7 +33,8 @@ GENERIC_SPLITS = ("train", "test", "validation", "valid", "dev")
 METADATA_FILES = {"constitution.json", "dataset_info.json", "dataset_infos.json", "dataset_dict.json", "state.json",
                   "config.json"}
 JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
-_FORMATS = ".jsonl, .json (optionally .gz), .parquet, .arrow, a folder of them, a save_to_disk folder or a cached dataset id"
+_FORMATS = (".jsonl, .json (optionally .gz), .parquet, .arrow, a folder of them, a save_to_disk folder "
+            "or a cached dataset id")
 
 Rows = Iterator[tuple[str, dict]]
 

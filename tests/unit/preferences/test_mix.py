@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from cai.cli.main import app
+from support import cli as _invoke
+from support.imports import card
+from support.imports import rows as _rows
 from support.train import preference_rows
-
-
-def _invoke(args, code: int = 0):
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == code, result.output + repr(result.exception)
-    return result
-
-
-def _rows(dataset: Path, split: str) -> list[dict]:
-    return [json.loads(line) for line in (dataset / f"{split}.jsonl").read_text().splitlines()]
 
 
 def _cai_dataset(out: Path, n: int, tag: str, test_share: float) -> Path:
@@ -39,8 +28,10 @@ def _helpful_set(out: Path, n: int, shared_prompt: str) -> Path:
 
     def row(i: int, prompt: str) -> dict:
         return {"prompt": prompt, "prompt_id": f"h{i}",
-                "chosen": [{"role": "user", "content": prompt}, {"role": "assistant", "content": f"Clear answer {i}."}],
-                "rejected": [{"role": "user", "content": prompt}, {"role": "assistant", "content": f"Vague answer {i}."}],
+                "chosen": [{"role": "user", "content": prompt},
+                           {"role": "assistant", "content": f"Clear answer {i}."}],
+                "rejected": [{"role": "user", "content": prompt},
+                             {"role": "assistant", "content": f"Vague answer {i}."}],
                 "score_chosen": 8.0, "score_rejected": 3.0}
 
     train = [row(i, f"Helpful question {i}?") for i in range(n)] + [row(n, shared_prompt)]
@@ -68,18 +59,18 @@ def test_mix_by_weight_is_seeded_keeps_tests_apart_and_lists_sources(tmp_path):
     h = by_source["helpful"][0]
     assert h["prompt"][0]["role"] == "user" and len(h["prompt"]) == 1 and h["chosen"][0]["role"] == "assistant"
     assert h["pair_id"].startswith("helpful:") and "chosen_toxicity" not in h       # not in every source: left out
-    from cai.preferences.export import read_card
-
-    card = read_card(out)
-    assert [s["name"] for s in card["sources"]] == ["cai", "helpful"] and card["strategy"] == "mix"
-    assert card["sources"][0]["weight"] == 0.85 and card["sources"][1]["test rows"] == 3
+    front = card(out)
+    assert [s["name"] for s in front["sources"]] == ["cai", "helpful"] and front["strategy"] == "mix"
+    assert front["sources"][0]["weight"] == 0.85 and front["sources"][1]["test_rows"] == 3
+    assert front["dropped"] == {"prompt also in the test split": 1}
     assert "## Sources" in (out / "README.md").read_text()
 
     _invoke(["data", "mix", cai, helpful, "--weights", "0.85,0.15", "--out", tmp_path / "again", "--seed", "1"])
     assert _rows(tmp_path / "again", "train_prefs") == train
     _invoke(["data", "mix", cai, helpful, "--weights", "0.85,0.15", "--out", tmp_path / "other", "--seed", "2"])
     other = _rows(tmp_path / "other", "train_prefs")
-    assert [r["pair_id"] for r in other] != [r["pair_id"] for r in train] and _rows(tmp_path / "other", "test_prefs") == test
+    assert [r["pair_id"] for r in other] != [r["pair_id"] for r in train]
+    assert _rows(tmp_path / "other", "test_prefs") == test
     _invoke(["data", "validate", out])
 
 
@@ -90,7 +81,9 @@ def test_mix_errors_are_one_line(tmp_path):
     result = _invoke(["data", "mix", cai, cai, "--weights", "a,b", "--out", tmp_path / "x"], code=2)
     assert "expected numbers separated by commas" in result.output
     result = _invoke(["data", "mix", cai, "--out", tmp_path / "x"], code=2)
-    assert "at least two datasets" in result.output
+    assert result.output.strip() == "error: DATASETS: give at least two datasets to mix, got 1"
+    result = _invoke(["data", "mix", cai, cai, "--weights", "1,0", "--out", tmp_path / "x"], code=2)
+    assert result.output.strip() == "error: --weights: every weight must be above 0, got 1,0"
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "train.jsonl").write_text('{"question": "q"}\n')
