@@ -59,6 +59,10 @@ def dataset_stats(path: str, front: dict) -> list:
             (name, "yes" if r.get("enabled") else "no",
              ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("enabled", "dropped")), r.get("dropped", 0))
             for name, r in front["quality_rules"].items()), right=("dropped",)))
+    sources = front.get("sources") or []
+    if sources:                             # imports and mixes: where the rows came from
+        keys = tuple(dict.fromkeys(k for src in sources for k in src))
+        out.append(simple("sources", keys, ((src.get(k, "") for k in keys) for src in sources)))
     out.append(drops("drops", front.get("dropped") or {}))
     return out
 

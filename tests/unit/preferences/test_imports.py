@@ -48,6 +48,7 @@ def test_hh_rlhf_keeps_multi_turn_prompts_and_drops_with_reasons(tmp_path, cli):
     for name in ("train_prefs.parquet", "test_sft.jsonl", "hf/dataset_dict.json", "README.md"):
         assert (out / name).is_file(), name
     assert "## Sources" in (out / "README.md").read_text()
+    assert "rows_read" in said(cli(["data", "stats", out]))
     cli(["data", "validate", out])
 
 
