@@ -168,7 +168,7 @@ def test_default_budget_comes_from_free_memory(engine):
     config = engine.model.config
     per_token = bytes_per_token(config, 4)
     # tiny model: 2 layers x 4 kv heads x 16 dims x k and v x 4 bytes, plus one layer's activations
-    assert per_token == 2 * 2 * 4 * 16 * 4 + (6 * 64 + 3 * 128) * 4
+    assert per_token == 2 * 2 * 4 * 16 * 4 + (8 * 64 + 4 * 128) * 4
     assert default_batch_tokens(config, 4, 8 * 2**30) == 4 * 2**30 // per_token
     assert engine.max_batch_tokens > 10_000 and engine.info().extra["max_batch_tokens"] == engine.max_batch_tokens
 
