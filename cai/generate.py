@@ -55,7 +55,7 @@ class GenerateConfig:
     force_new: bool = False
     retries: int = 1                     # extra tries of a single prompt after an engine fault
     retry_failed: bool = True            # on resume, try the prompts of failed.jsonl again
-    max_prompt_tokens: int | None = None     # None: the model's context minus max_new_tokens
+    max_prompt_tokens: int | None = None     # None: what leaves room in the context for every stage
     on_long: str = "skip"                # a prompt over the limit: "skip" (failed.jsonl) or "truncate"
     engine_options: dict = field(default_factory=dict)
 
@@ -100,26 +100,28 @@ def prompt_limit(engine: Engine, cfg: GenerateConfig, templates: Templates, cons
         for r in range(1, rounds + 1):
             later += [[conv.reply(""), conv.critique_request(templates, longest, r)],
                       [conv.reply(""), conv.revision_request(templates, longest, r)]]
+    if cfg.max_prompt_tokens is not None and engine.count_tokens([first]) is None:
+        raise CaiError(f"--max-prompt-tokens: the {engine.name} engine cannot count tokens here (an OpenAI-compatible "
+                       "server without /tokenize); leave it out and the server refuses overlong prompts one by one")
     reserve = later_turns_tokens(engine, first, later, cfg.max_new_tokens)
     return Limit(engine.context_length(), reserve, cfg.max_prompt_tokens)
 
 
-def run_split(run_one: Callable[[list[PromptRecord]], BatchResult], batch: list[PromptRecord],
-              retries: int) -> tuple[list[BatchResult], dict[str, str]]:
-    """Run `batch` so that only prompts that really fail are lost; returns the results and {id: reason}.
+def run_split(run_one: Callable[[list[PromptRecord]], BatchResult], batch: list[PromptRecord], retries: int,
+              on_result: Callable[[BatchResult], None]) -> dict[str, str]:
+    """Run `batch` so that only prompts that really fail are lost; returns {id: reason} of those.
 
-    A prompt the engine refuses (PromptRejected) is dropped and the rest runs again. Any other fault
-    splits the batch in halves, down to single prompts, and a single prompt gets `retries` more tries.
-    A CaiError (a mistake in the setup, not in one prompt) stops the run.
+    Each part's result goes to `on_result` as soon as it is done. A prompt the engine refuses
+    (PromptRejected) is dropped and the rest runs again. Any other fault splits the batch in halves,
+    down to single prompts, and a single prompt gets `retries` more tries. A CaiError (a mistake in
+    the setup, not in one prompt) stops the run.
     """
-    results: list[BatchResult] = []
     failed: dict[str, str] = {}
     parts, tries = [list(batch)], 0
     while parts:
         part = parts.pop(0)
         try:
-            results.append(run_one(part))
-            tries = 0
+            result = run_one(part)
         except CaiError:
             raise
         except PromptRejected as refused:
@@ -138,7 +140,10 @@ def run_split(run_one: Callable[[list[PromptRecord]], BatchResult], batch: list[
             else:
                 failed[part[0].id] = f"{type(err).__name__}: {err}"
                 tries = 0
-    return results, failed
+        else:
+            on_result(result)
+            tries = 0
+    return failed
 
 
 def run(cfg: GenerateConfig, *, quiet: bool = False) -> dict:
@@ -270,12 +275,10 @@ def run(cfg: GenerateConfig, *, quiet: bool = False) -> dict:
                                 truncated[p.id] = f.truncated
                         else:
                             fail(p, f)
-                    results, failures = run_split(
+                    failures = run_split(
                         lambda part: run_batch(guarded, part, constitution, templates, loop_cfg, engine_name=cfg.engine,
                                                model_name=model_name, on_stage=reporter.stage_done),
-                        runnable, cfg.retries)
-                    for result in results:
-                        keep(result, truncated)
+                        runnable, cfg.retries, lambda result: keep(result, truncated))
                     for p in batch:
                         if p.id in failures:
                             fail(p, failures[p.id])

@@ -111,7 +111,8 @@ def test_a_failing_batch_is_split_down_to_the_prompt_that_fails():
             raise RuntimeError("out of memory")
         return BatchResult([{"id": p.id} for p in part])
 
-    results, failed = run_split(run_one, batch, retries=1)
+    results = []
+    failed = run_split(run_one, batch, 1, results.append)
     assert sorted(r["id"] for res in results for r in res.records) == [f"q{i}" for i in range(8) if i != 5]
     assert failed == {"q5": "RuntimeError: out of memory"}
     # Only the failing half is split again (8 -> 4 -> 2 -> 1); the failing prompt alone is tried once more.
@@ -130,7 +131,8 @@ def test_a_refused_prompt_is_dropped_and_the_rest_runs_again():
             raise PromptRejected(bad)
         return BatchResult([{"id": p.id} for p in part])
 
-    results, failed = run_split(run_one, batch, retries=1)
+    results = []
+    failed = run_split(run_one, batch, 1, results.append)
     assert calls == [["q0", "q1", "q2", "q3"], ["q0", "q2"]]
     assert failed == {"q1": "too long", "q3": "too long"} and [r["id"] for r in results[0].records] == ["q0", "q2"]
 
