@@ -1,7 +1,7 @@
 """Generation throughput at the lengths users run: both engines, the compute bound, and plain vLLM.
 
     python bench/generate_throughput.py [--engines transformers,vllm] [--prompts 32] [--rounds 1]
-                                        [--max-new-tokens 160,256] [--few-shot 0,all] [--no-plain]
+                                        [--max-new-tokens 160,256] [--few-shot 0,all] [--no-plain] [--threads N]
     python bench/generate_throughput.py --overhead [--prompts 32] [--rounds 2] [--max-new-tokens 32]
                                         [--few-shot K] [--skip-single]
 
@@ -12,10 +12,16 @@ apart). Each row gives the wall time, completion tokens per second, the peak
 RSS of the engine's processes (vLLM's workers included), and its share of the
 compute bound: (prompt + completion tokens) x 2 x parameters, plus attention,
 per second, over the fp32 matmul FLOP/s this bench measures on this machine
-(the best of timed 2048 x 2048 torch matmuls, before and after the rows). For
+(the best of timed 1024 x 1024 torch matmuls, before and after the rows). For
 vLLM the same conversations are then replayed, stage by stage, through a plain
 `vllm.LLM.chat` script with the settings cai's engine resolved (dtype, cores,
 eager, prefix caching, KV cache), so the two are compared on the same work.
+
+`--threads N` runs every engine, and the matmul bound, on N threads (vLLM unbound,
+OMP_NUM_THREADS=N). On a machine that other jobs keep busy, two spin-waiting
+threads on two cores lose most of their time to the neighbour (measured here: 62
+tokens/s on one thread, 7 to 14 on two, at a load average of 6); one thread each
+keeps the engines comparable there. The default is what users run: all cores.
 
 `--overhead` is the older measure: (a) `cai generate` batched, (b) the same run
 one prompt at a time, (c) the engine calls of (a) replayed alone.
@@ -129,7 +135,7 @@ def work_flops(calls, shape: dict) -> float:
     return total
 
 
-def matmul_flops(seconds: float = 3.0, n: int = 2048) -> float:
+def matmul_flops(seconds: float = 3.0, n: int = 1024) -> float:
     """The best fp32 FLOP/s of timed n x n torch matmuls over `seconds`, on all of torch's threads."""
     import torch
 
@@ -322,6 +328,7 @@ def bench_elsewhere(name: str, args) -> list[dict]:
            "--few-shot", ",".join(args.few_shot)]
     cmd += [flag for flag, on in (("--overhead", args.overhead), ("--skip-single", args.skip_single),
                                   ("--no-plain", args.no_plain)) if on]
+    cmd += ["--threads", str(args.threads)] if args.threads else []
     env = dict(os.environ, VLLM_NO_USAGE_STATS="1")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     key = '{"engine"' if args.overhead else '{"row"'
@@ -329,6 +336,15 @@ def bench_elsewhere(name: str, args) -> list[dict]:
     if proc.returncode != 0 or not rows:
         sys.exit(f"{name} bench failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return rows
+
+
+def limit_threads(n: int) -> None:
+    """N compute threads here (torch) and in vLLM's workers, which inherit the environment."""
+    import torch
+
+    torch.set_num_threads(n)
+    os.environ.update({"OMP_NUM_THREADS": str(n), "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+                       "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"})
 
 
 def main() -> None:
@@ -339,6 +355,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", default=None, help="comma-separated; default: 160,256 (32 with --overhead)")
     parser.add_argument("--few-shot", default="0,all", help="comma-separated few-shot settings, a number or all")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain vllm.LLM.chat replay")
+    parser.add_argument("--threads", type=int, default=None, help="threads for every engine (default: all cores)")
     parser.add_argument("--overhead", action="store_true", help="the (a)/(b)/(c) overhead measure instead of rows")
     parser.add_argument("--skip-single", action="store_true", help="--overhead: skip (b), the slow one-at-a-time run")
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"),
@@ -348,6 +365,8 @@ def main() -> None:
     args.rounds = args.rounds if args.rounds is not None else (2 if args.overhead else 1)
     args.max_new_tokens = [int(x) for x in (args.max_new_tokens or ("32" if args.overhead else "160,256")).split(",")]
     args.few_shot = args.few_shot.split(",")
+    if args.threads:
+        limit_threads(args.threads)
     here = lambda name: not (name == "vllm" and importlib.util.find_spec("vllm") is None)
     if args.overhead:
         results = []
@@ -374,7 +393,8 @@ def print_row_tables(rows: list[dict], bound: float, bound_before: float, args) 
     """Markdown tables on stdout: bench/run_all.py copies them into bench/RESULTS.md."""
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M %Z')}; "
           f"fp32 matmul bound {bound / 1e9:.1f} GFLOP/s (best of before {bound_before / 1e9:.1f} and after the rows); "
-          f"{args.prompts} prompts x {args.rounds} round, one batch, greedy")
+          f"{args.prompts} prompts x {args.rounds} round, one batch, greedy; "
+          f"{f'{args.threads} thread(s) per engine' if args.threads else 'all cores'}")
     print("| engine | dtype | new tokens | few-shot | wall s | prompt tokens | completion tokens | tokens/s | "
           "share of the compute bound | peak RSS MiB | load avg |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
