@@ -158,13 +158,14 @@ def select_prompts(n: int, folder: str) -> str:
 
 def cai_run(recording, prompts_path, out, *, batch_size, rounds, max_new_tokens, engine_name, few_shot):
     import cai.engines.registry as registry
-    from cai.generation.job import GenerateConfig, run
+    from cai.generation.config import GenerateConfig
+    from cai.generation.job import run
 
     registry.create_engine = lambda *a, **k: recording
     start = time.perf_counter()
     summary = run(GenerateConfig(constitution=str(ROOT / "constitution" / "hhh.yaml"), prompts=prompts_path, out=out,
                                  rounds=rounds, max_new_tokens=max_new_tokens, few_shot=few_shot, batch_size=batch_size,
-                                 engine=engine_name), quiet=True)
+                                 engine=engine_name, quiet=True))
     return time.perf_counter() - start, summary
 
 

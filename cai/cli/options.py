@@ -52,10 +52,8 @@ def argument(cls: type, name: str, **kwargs: Any) -> Any:
 
 def shown(command, field: str) -> str:
     """How the user types the setting `field` on `command`: its flag (--batch-size) or argument (RUN)."""
-    import click
-
     for param in getattr(command, "params", []):
         if param.name == field:
             longs = [o for o in param.opts if o.startswith("--")]
-            return longs[0] if isinstance(param, click.Option) and longs else param.human_readable_name
+            return longs[0] if longs else param.name.upper()
     return "--" + field.replace("_", "-")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -24,7 +24,8 @@ from cai.constitution import constitution_hash, load_constitution
 from cai.engines.base import Conversation, Engine, PromptRejected, SamplingParams
 from cai.errors import CaiError
 from cai.generation import conversation as conv
-from cai.generation.context import ON_LONG, ContextGuard, Fitted, Limit, fit_prompts, later_turns_tokens
+from cai.generation.config import GenerateConfig
+from cai.generation.context import ContextGuard, Fitted, Limit, fit_prompts, later_turns_tokens
 from cai.generation.conversation import stage_names
 from cai.generation.loop import BatchResult, LoopConfig, run_batch
 from cai.generation.prompt_files import PromptRecord, iter_prompts, parse_shard, split_shard
@@ -35,30 +36,29 @@ from cai.io import versions
 from cai.progress import Reporter
 
 
-@dataclass
-class GenerateConfig:
-    constitution: str
-    prompts: str = "data/red_team.jsonl"
-    prompt_column: str | None = None
-    model: str | None = None
-    engine: str = "transformers"
-    rounds: int | None = None            # None: the constitution's sampling.rounds
-    out: str | None = None
-    seed: int = 0
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    limit: int | None = None
-    shard: str | None = None
-    batch_size: int = 16
-    few_shot: int | None = None
-    prompts_dir: str | None = None
-    force_new: bool = False
-    retries: int = 1                     # extra tries of a single prompt after an engine fault
-    retry_failed: bool = True            # on resume, try the prompts of failed.jsonl again
-    max_prompt_tokens: int | None = None     # None: what leaves room in the context for every stage
-    on_long: str = "skip"                # a prompt over the limit: "skip" (failed.jsonl) or "truncate"
-    engine_options: dict = field(default_factory=dict)
+@dataclass(frozen=True)
+class GenerateSummary:
+    """What one `cai generate` call did (a resumed run counts only its own work, plus what it skipped)."""
+
+    run: str
+    selected: int = 0
+    skipped_done: int = 0                # done in an earlier call of this run
+    skipped_failed: int | None = None    # failed before and not retried (--no-retry-failed); None when retried
+    done: int = 0
+    failed: int = 0
+    preambles_stripped: int = 0
+    completion_tokens: int = 0
+    engine_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / max(self.engine_seconds, 1e-9)
+
+    @property
+    def records(self) -> int:
+        """Records the run holds for the selected prompts: done now or before."""
+        return self.done + self.skipped_done
 
 
 FAILED_PROMPT_CHARS = 2000       # failed.jsonl keeps the start of a prompt (the prompt file has all of it)
@@ -137,31 +137,19 @@ def run_split(run_one: Callable[[list[PromptRecord]], BatchResult], batch: list[
     return failed
 
 
-def run(cfg: GenerateConfig, *, quiet: bool = False) -> dict:
-    """Run (or resume) a generation job and return its summary counts."""
+def run(cfg: GenerateConfig) -> GenerateSummary:
+    """Run (or resume) a generation job; progress on stderr (or JSON lines on stdout when `cfg.quiet`)."""
     from cai.engines.registry import create_engine
     from cai.models import check_memory, resolve_model
 
-    if cfg.shard:
-        try:
-            parse_shard(cfg.shard)
-        except CaiError as err:
-            raise CaiError(f"--shard: {err}") from None
     constitution = load_constitution(cfg.constitution)
     templates = Templates(cfg.prompts_dir)
     rounds = cfg.rounds if cfg.rounds is not None else constitution.sampling.rounds
-    if rounds < 0:
-        raise CaiError(f"--rounds: must be 0 or more, got {rounds}")
-    if cfg.batch_size < 1:
-        raise CaiError(f"--batch-size: must be at least 1, got {cfg.batch_size}")
-    if cfg.on_long not in ON_LONG:
-        raise CaiError(f"--on-long: must be one of {', '.join(ON_LONG)}, got {cfg.on_long!r}")
-    if cfg.max_prompt_tokens is not None and cfg.max_prompt_tokens < 1:
-        raise CaiError(f"--max-prompt-tokens: must be at least 1, got {cfg.max_prompt_tokens}")
+    engine_options = cfg.engine_options()
     out = Path(cfg.out or default_out(cfg, constitution.name))
     model_ref = resolve_model(cfg.model) if cfg.engine != "openai" else None
     if model_ref is not None:
-        check_memory(model_ref, cfg.engine_options.get("dtype") or "float32")
+        check_memory(model_ref, cfg.dtype or "float32")
     model_name = model_ref.name if model_ref else (cfg.model or "")
 
     fingerprint = {
@@ -206,20 +194,18 @@ def run(cfg: GenerateConfig, *, quiet: bool = False) -> dict:
         manifest["snapshot"] = write_snapshot(out, cfg.constitution, templates)
         store.write_manifest(manifest)
 
-        counts = {"selected": 0, "skipped (done before)": 0, "done": 0, "failed": 0}
-        if not cfg.retry_failed:
-            counts["skipped (failed before)"] = 0
+        counts = {"selected": 0, "skipped_done": 0, "skipped_failed": 0, "done": 0, "failed": 0}
         tokens = {"prompt_tokens": 0, "completion_tokens": 0}
         stripped = 0
         engine_seconds = 0.0
         started = time.perf_counter()
         engine = None
-        reporter = Reporter(stage_names(rounds), pending_total, quiet=quiet)
+        reporter = Reporter(stage_names(rounds), pending_total, quiet=cfg.quiet)
         try:
             if pending_total:
                 reporter.note(f"loading {cfg.engine} engine for {model_name} ...")
                 load_start = time.perf_counter()
-                engine = create_engine(cfg.engine, model_ref.path if model_ref else cfg.model, **cfg.engine_options)
+                engine = create_engine(cfg.engine, model_ref.path if model_ref else cfg.model, **engine_options)
                 engine.load()
                 manifest["engine_load_seconds"] = round(time.perf_counter() - load_start, 2)
                 manifest["engine_info"] = asdict(engine.info())      # the dtype and settings it resolved
@@ -278,10 +264,10 @@ def run(cfg: GenerateConfig, *, quiet: bool = False) -> dict:
                 for record in _selected_prompts(cfg):
                     counts["selected"] += 1
                     if record.id in done:
-                        counts["skipped (done before)"] += 1
+                        counts["skipped_done"] += 1
                         continue
                     if record.id in not_retried:
-                        counts["skipped (failed before)"] += 1
+                        counts["skipped_failed"] += 1
                         continue
                     done.add(record.id)
                     batch.append(record)
@@ -302,13 +288,8 @@ def run(cfg: GenerateConfig, *, quiet: bool = False) -> dict:
             manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             store.write_manifest(manifest)
 
-    summary = {
-        **counts,
-        "preambles stripped": stripped,
-        "completion tokens": tokens["completion_tokens"],
-        "tokens/s": round(tokens["completion_tokens"] / max(engine_seconds, 1e-9), 1),
-        "wall seconds": round(wall, 1),
-        "run": str(out),
-    }
-    reporter.summary("cai generate", summary)
-    return summary
+    return GenerateSummary(
+        run=str(out), selected=counts["selected"], skipped_done=counts["skipped_done"],
+        skipped_failed=None if cfg.retry_failed else counts["skipped_failed"], done=counts["done"],
+        failed=counts["failed"], preambles_stripped=stripped, completion_tokens=tokens["completion_tokens"],
+        engine_seconds=engine_seconds, wall_seconds=wall)

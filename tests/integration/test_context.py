@@ -200,11 +200,11 @@ def test_one_overlong_prompt_fails_alone_with_its_reason_and_resume_retries_it(t
     assert manifest["totals"]["failed"] == 1 and manifest["engine_info"]["extra"]["dtype"] == "float32"
 
     again = _summary(subprocess.run(args, capture_output=True, text=True, timeout=300))     # retried, fails again
-    assert (again["skipped (done before)"], again["done"], again["failed"]) == (3, 0, 1)
+    assert (again["skipped_done"], again["done"], again["failed"]) == (3, 0, 1)
     assert [f["id"] for f in _failed(run)] == ["huge"]       # one line per prompt, not one per try
 
     skipped = _summary(subprocess.run(args + ["--no-retry-failed"], capture_output=True, text=True, timeout=300))
-    assert (skipped["skipped (failed before)"], skipped["done"], skipped["failed"]) == (1, 0, 0)
+    assert (skipped["skipped_failed"], skipped["done"], skipped["failed"]) == (1, 0, 0)
 
     cut = _summary(subprocess.run(args + ["--on-long", "truncate"], capture_output=True, text=True, timeout=300))
     assert (cut["done"], cut["failed"]) == (1, 0)
@@ -220,8 +220,9 @@ def test_a_conversation_that_outgrows_the_context_in_a_later_stage_fails_alone(t
     """With --max-prompt-tokens at the context minus one reply, the answer prompt fits; with the answer and
     the critique request added it no longer does. (The default limit would have skipped it before the batch.)"""
     from cai.constitution import load_constitution
+    from cai.generation.config import GenerateConfig
     from cai.generation.conversation import answer_conversation
-    from cai.generation.job import GenerateConfig, run
+    from cai.generation.job import run
     from cai.generation.templates import Templates
 
     constitution, templates = load_constitution("constitution/hhh.yaml"), Templates()
@@ -234,8 +235,8 @@ def test_a_conversation_that_outgrows_the_context_in_a_later_stage_fails_alone(t
                                                           "b": "Tell me about chess."})
     summary = run(GenerateConfig(constitution="constitution/hhh.yaml", prompts=str(prompts), model=str(tiny_model_dir),
                                  out=str(tmp_path / "run"), rounds=1, max_new_tokens=new_tokens, few_shot=0,
-                                 batch_size=3, max_prompt_tokens=2048 - new_tokens), quiet=True)
-    assert (summary["done"], summary["failed"]) == (2, 1)
+                                 batch_size=3, max_prompt_tokens=2048 - new_tokens, quiet=True))
+    assert (summary.done, summary.failed) == (2, 1)
     [failed] = _failed(tmp_path / "run")
     assert failed["id"] == "edge" and f"context is 2048 ({new_tokens} kept for what follows" in failed["error"]
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -135,7 +135,8 @@ def test_a_prompt_too_long_for_the_server_is_refused_alone(scripted):
 
 
 def test_generate_records_the_refused_prompt_and_finishes_the_others(scripted, tmp_path):
-    from cai.generation.job import GenerateConfig, run
+    from cai.generation.config import GenerateConfig
+    from cai.generation.job import run
     from cai.generation.store import RunStore
 
     use, url = scripted
@@ -146,8 +147,8 @@ def test_generate_records_the_refused_prompt_and_finishes_the_others(scripted, t
                                for i, p in [("a", "Hi."), ("big", "HUGE " * 50), ("b", "Hello.")]))
     summary = run(GenerateConfig(constitution="constitution/hhh.yaml", prompts=str(prompts), model="m", engine="openai",
                                  out=str(tmp_path / "run"), rounds=1, few_shot=0,
-                                 engine_options={"base_url": url, "concurrency": 2}), quiet=True)
-    assert (summary["done"], summary["failed"]) == (2, 1)
+                                 base_url=url, concurrency=2, quiet=True))
+    assert (summary.done, summary.failed) == (2, 1)
     assert sorted(r["id"] for r in RunStore(tmp_path / "run").iter_records()) == ["a", "b"]
     [failed] = [json.loads(line) for line in (tmp_path / "run" / "failed.jsonl").read_text().splitlines()]
     assert failed["id"] == "big" and failed["error"] == "HTTP 400: prompt is too long"

@@ -46,7 +46,7 @@ def test_generate_with_vllm_fails_an_overlong_prompt_alone_quietly_and_resumes(t
     assert not VLLM_LOG_LINE.search(first.stderr), first.stderr[:2000]    # vLLM's INFO/WARNING lines stay out
     assert len(first.stderr.splitlines()) < 10, first.stderr
     manifest = json.loads((run / "manifest.json").read_text())
-    assert summary["wall seconds"] - manifest["engine_load_seconds"] < 60        # no minutes spent on the long one
+    assert summary["wall_seconds"] - manifest["engine_load_seconds"] < 60        # no minutes spent on the long one
     assert manifest["engine_info"]["extra"]["max_model_len"] == 2048
     records = list(RunStore(run).iter_records())
     assert sorted(r["id"] for r in records) == ["v0", "v1", "v2", "v3"]
@@ -62,14 +62,14 @@ def test_generate_with_vllm_fails_an_overlong_prompt_alone_quietly_and_resumes(t
     again = subprocess.run(args + ["--verbose"], capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     summary = json.loads(again.stdout.splitlines()[-1])
-    assert (summary["skipped (done before)"], summary["done"], summary["failed"]) == (4, 0, 1)
+    assert (summary["skipped_done"], summary["done"], summary["failed"]) == (4, 0, 1)
     assert VLLM_LOG_LINE.search(again.stderr)
     assert [json.loads(line)["id"] for line in (run / "failed.jsonl").read_text().splitlines()] == ["huge"]
 
     # --no-retry-failed: nothing left to do, so no engine start at all.
     skipped = subprocess.run(args + ["--no-retry-failed"], capture_output=True, text=True, env=env, timeout=600)
     summary = json.loads(skipped.stdout.splitlines()[-1])
-    assert (summary["skipped (failed before)"], summary["done"], summary["failed"]) == (1, 0, 0)
+    assert (summary["skipped_failed"], summary["done"], summary["failed"]) == (1, 0, 0)
     manifest = json.loads((run / "manifest.json").read_text())
     assert "engine_load_seconds" not in manifest and manifest["engine_info"]["name"] == "vllm"
     assert len(list(RunStore(run).iter_records())) == 4
