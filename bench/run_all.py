@@ -53,9 +53,10 @@ _HAS_VLLM = (ROOT / ".venv-vllm" / "bin" / "python").exists() or importlib.util.
 _ENGINES = ["--engines", "transformers,vllm" if _HAS_VLLM else "transformers"]
 
 BENCHES = [
-    Bench("generate", "generate_throughput.py", _ENGINES, ["--prompts", "8", "--rounds", "1", "--max-new-tokens", "16",
-                                                           "--skip-single", *_ENGINES],
-          "cai generate: batched vs one prompt at a time vs the raw engine calls (embedded SmolLM2)"),
+    Bench("generate", "generate_throughput.py", _ENGINES, ["--prompts", "4", "--max-new-tokens", "16", "--few-shot", "0",
+                                                           "--no-plain", *_ENGINES],
+          "cai generate at 160 and 256 new tokens, both engines, vs plain vLLM and the fp32 compute bound "
+          "(embedded SmolLM2)", timeout=7200),
     Bench("generate-memory", "generate_memory.py", [], ["--small", "50", "--large", "200"],
           "cai generate: peak RSS for a small vs a large prompt file (records stream to disk)"),
     Bench("score", "score_throughput.py", [], ["--n", "200"], "toxicity scorer throughput (toxic-bilstm)"),

@@ -7,7 +7,6 @@ import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 
 class Bars:
@@ -65,14 +64,3 @@ class Reporter(Bars):
     def note(self, text: str) -> None:
         if not self.quiet:
             self.console.print(text)
-
-    def summary(self, title: str, rows: dict) -> None:
-        if self.quiet:
-            self.log({"event": "summary", **rows})
-            return
-        table = Table(title=title, show_header=False)
-        table.add_column(style="bold")
-        table.add_column(justify="right")
-        for k, v in rows.items():
-            table.add_row(k, f"{v:,.1f}" if isinstance(v, float) else str(v))
-        self.console.print(table)

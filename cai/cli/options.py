@@ -51,12 +51,9 @@ def argument(cls: type, name: str, **kwargs: Any) -> Any:
 
 
 def shown(command, field: str) -> str:
-    """How the user types the setting `field` on `command`: its flag (--batch-size) or argument (RUN).
-
-    Typer vendors its own click, so parameters are told apart by their declarations, not by click's classes.
-    """
+    """How the user types the setting `field` on `command`: its flag (--batch-size) or argument (RUN)."""
     for param in getattr(command, "params", []):
         if param.name == field:
             longs = [o for o in param.opts if o.startswith("--")]
-            return longs[0] if longs else (param.metavar or param.name).upper()
+            return longs[0] if longs else param.name.upper()
     return "--" + field.replace("_", "-")

@@ -26,6 +26,24 @@ def simple(title: str, columns: tuple[str, ...], rows, right: tuple[str, ...] = 
     return table
 
 
+def generation(summary):
+    """The counts of one `cai generate` call."""
+    from rich.table import Table
+
+    rows = [("selected", summary.selected), ("skipped (done before)", summary.skipped_done)]
+    if summary.skipped_failed is not None:
+        rows.append(("skipped (failed before)", summary.skipped_failed))
+    rows += [("done", summary.done), ("failed", summary.failed), ("preambles stripped", summary.preambles_stripped),
+             ("completion tokens", f"{summary.completion_tokens:,}"), ("tokens/s", f"{summary.tokens_per_second:,.1f}"),
+             ("wall seconds", f"{summary.wall_seconds:,.1f}"), ("run", summary.run)]
+    table = Table(title="cai generate", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for label, value in rows:
+        table.add_row(label, str(value))
+    return table
+
+
 def drops(title: str, dropped: dict):
     rows = sorted(dropped.items(), key=lambda kv: -kv[1]) or [("(nothing dropped)", 0)]
     return simple(title, ("dropped because", "pairs"), rows, right=("pairs",))

@@ -46,6 +46,19 @@ class EngineInfo:
     extra: dict = field(default_factory=dict)
 
 
+class PromptRejected(Exception):
+    """Some conversations of one `generate` call cannot be served; the others could be.
+
+    `reasons` maps the index of each refused conversation (in the call's order)
+    to why, e.g. "prompt is 9000 tokens; context is 8192". The generation job
+    records those prompts as failed and runs the rest without them.
+    """
+
+    def __init__(self, reasons: dict[int, str]):
+        super().__init__("; ".join(f"#{i}: {r}" for i, r in sorted(reasons.items())))
+        self.reasons = reasons
+
+
 class Engine(ABC):
     """load() once, generate() many batches, close() to free memory."""
 
@@ -65,6 +78,14 @@ class Engine(ABC):
         from cai.errors import CaiError
 
         raise CaiError(f"engine {self.name!r} cannot read label log-probabilities; use transformers or vllm")
+
+    def context_length(self) -> int | None:
+        """Tokens the model attends to (prompt + reply); None when unknown. Valid after load()."""
+        return None
+
+    def count_tokens(self, conversations: list[Conversation]) -> list[int] | None:
+        """Prompt tokens of each conversation with the chat template applied; None when this engine cannot count."""
+        return None
 
     def close(self) -> None:
         """Free the model; engines holding processes or sockets override this."""

@@ -30,6 +30,14 @@ def apply_chat_template(tokenizer, conversation: Conversation, add_generation_pr
         raise CaiError(f"the model's chat template rejects this conversation even with the system text folded into the first user turn: {_first_line(exc)}") from exc
 
 
+def encode_conversations(tokenizer, conversations: list[Conversation]) -> list[list[int]]:
+    """Token ids of each rendered conversation, exactly as the local engines send them.
+
+    The chat template already wrote BOS and friends: tokenizing must not add them twice.
+    """
+    return [tokenizer(apply_chat_template(tokenizer, c), add_special_tokens=False)["input_ids"] for c in conversations]
+
+
 def fold_system(conversation: Conversation) -> list[Message]:
     """Leading system text goes in front of the first user turn; later system turns become user turns;
     consecutive turns of one role are joined with a blank line."""

@@ -3,7 +3,12 @@
 Requests run concurrently in a thread pool (bounded by `concurrency`) because
 servers batch what arrives together. Rate limits, 5xx and dropped connections
 are retried with exponential backoff and jitter; any other 4xx is a mistake
-(wrong model name, bad key, prompt too long) and fails at once.
+(wrong model name, bad key) and fails at once, except a prompt the server finds
+too long: that one request is refused alone (`PromptRejected`), the others finish.
+
+The context guard asks the server for its context (`max_model_len` in
+`/v1/models`, as vLLM reports it) and counts prompt tokens with vLLM's
+`/tokenize`; servers without them leave the guard to that 400 answer.
 
 The HTTP client is `httpx2` (what huggingface_hub depends on, so it is
 always installed), falling back to `httpx`, whose API it keeps.
@@ -13,12 +18,13 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
 
-from cai.engines.base import Completion, Conversation, Engine, EngineInfo, SamplingParams
+from cai.engines.base import Completion, Conversation, Engine, EngineInfo, PromptRejected, SamplingParams
 from cai.errors import CaiError
 
 try:
@@ -27,6 +33,12 @@ except ImportError:                 # pragma: no cover - older environments
     import httpx
 
 _MAX_DELAY = 60.0
+# A 4xx whose message says the prompt does not fit: that prompt alone is refused.
+_TOO_LONG = re.compile(r"context|too long|too large|maximum .*tokens", re.IGNORECASE)
+
+
+class _TooLong(CaiError):
+    """The server refused one request because its prompt does not fit."""
 
 
 class OpenAIEngine(Engine):
@@ -55,6 +67,9 @@ class OpenAIEngine(Engine):
         self.backoff = backoff       # first retry waits about this long, then doubles
         self._client = None
         self._stop = threading.Event()
+        self._context: int | None = None
+        self._asked_context = False
+        self._can_count = True                  # until /tokenize fails once
 
     @property
     def url(self) -> str:
@@ -68,6 +83,40 @@ class OpenAIEngine(Engine):
                 limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
             )
 
+    @property
+    def _root(self) -> str:
+        """The server's root: vLLM serves /tokenize beside /v1, not under it."""
+        return self.base_url.removesuffix("/v1")
+
+    def context_length(self) -> int | None:
+        """`max_model_len` of this model in the server's /v1/models (vLLM reports it); None when absent."""
+        if not self._asked_context:
+            self._asked_context = True
+            if self._client is None:
+                self.load()
+            try:
+                listing = self._client.get(f"{self.base_url}/models").json()
+                entry = next(m for m in listing.get("data", []) if m.get("id") == self.model)
+                self._context = int(entry["max_model_len"])
+            except (httpx.HTTPError, ValueError, KeyError, TypeError, StopIteration, AttributeError):
+                pass
+        return self._context
+
+    def count_tokens(self, conversations: list[Conversation]) -> list[int] | None:
+        """Prompt tokens from the server's /tokenize (vLLM), which applies the chat template; None without it."""
+        if self.context_length() is None or not self._can_count:
+            return None
+        counts = []
+        for conversation in conversations:
+            try:
+                response = self._client.post(f"{self._root}/tokenize", json={
+                    "model": self.model, "messages": conversation, "add_generation_prompt": True})
+                counts.append(int(response.json()["count"]))
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                self._can_count = False
+                return None
+        return counts
+
     def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[Completion]:
         if self._client is None:
             self.load()
@@ -77,11 +126,18 @@ class OpenAIEngine(Engine):
         pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations)), thread_name_prefix="cai-openai")
         try:
             futures = [pool.submit(self._complete, conv, params) for conv in conversations]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in futures:               # the first failure, in input order, is the one reported
-                if future in done and future.exception() is not None:
-                    self._stop.set()             # retries in other threads give up instead of sleeping
-                    raise future.exception()
+            pending, finished = set(futures), set()
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                finished |= done
+                for future in futures:           # the first failure, in input order, is the one reported
+                    error = future.exception() if future in finished else None
+                    if error is not None and not isinstance(error, _TooLong):
+                        self._stop.set()         # retries in other threads give up instead of sleeping
+                        raise error
+            refused = {i: str(f.exception()) for i, f in enumerate(futures) if f.exception() is not None}
+            if refused:
+                raise PromptRejected(refused)
             return [f.result() for f in futures]
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -130,6 +186,8 @@ class OpenAIEngine(Engine):
                     except ValueError as exc:
                         raise CaiError(f"{self.url}: HTTP {status} with a body that is not JSON: {_one_line(response.text)[:200]}") from exc
                 last = f"HTTP {status}: {_server_message(response)}"
+                if status in (400, 413, 422) and _TOO_LONG.search(last):
+                    raise _TooLong(last)
                 if status != 429 and status < 500:
                     raise CaiError(f"{self.url}: {last}")
                 wait_for = _retry_after(response.headers.get("retry-after"))
@@ -147,7 +205,8 @@ class OpenAIEngine(Engine):
             client.close()
 
     def info(self) -> EngineInfo:
-        return EngineInfo(self.name, self.model, {"base_url": self.base_url, "concurrency": self.concurrency})
+        return EngineInfo(self.name, self.model, {"base_url": self.base_url, "concurrency": self.concurrency,
+                                                  "dtype": "chosen by the server", "context": self._context})
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -3,7 +3,7 @@
 Layout of `runs/NAME/`:
     manifest.json            config, hashes, model, versions, counts (rewritten atomically)
     generations/part-*.jsonl one generation record a line, appended as batches finish
-    failed.jsonl             prompts an engine could not answer, with the reason
+    failed.jsonl             prompts that could not be answered (too long, refused, engine fault), with the reason
     events.jsonl             one JSON line per stage, for scripts
     snapshot/                the constitution and templates the run was made with
     run.lock                 held (flock) by the process writing the run
@@ -133,6 +133,25 @@ class RunStore:
         self._part.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         self._part.flush()
         os.fsync(self._part.fileno())
+
+    def failed_ids(self) -> set[str]:
+        """Ids in failed.jsonl (some may have been done since: callers subtract done_ids())."""
+        if not self.failed_path.exists():
+            return set()
+        return {r["id"] for r in read_jsonl_records(self.failed_path)}
+
+    def compact_failed(self) -> int:
+        """Rewrite failed.jsonl with the last failure of each prompt not done since; returns how many remain.
+
+        A resumed run tries failed prompts again and appends their new failures, so without this the file
+        would list prompts that are done and count others twice.
+        """
+        if not self.failed_path.exists():
+            return 0
+        done = self.done_ids()
+        latest = {r["id"]: r for r in read_jsonl_records(self.failed_path) if r["id"] not in done}
+        write_atomic(self.failed_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in latest.values()))
+        return len(latest)
 
     def append_line(self, path: Path, row: dict) -> None:
         with open(path, "a", encoding="utf-8") as fh:

@@ -18,9 +18,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from support.vllm_env import free_port, vllm_env
 
-from cai.engines.base import SamplingParams
+from cai.engines.base import PromptRejected, SamplingParams
 from cai.engines.openai_server import OpenAIEngine
 from cai.errors import CaiError
+from cai.generation.context import ContextGuard
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -55,6 +56,8 @@ def scripted():
             status, headers, payload = state["s"].next(body)
             if callable(payload):
                 payload = payload(body)
+                if isinstance(payload, tuple):           # (status, payload): the callable picks the status
+                    status, payload = payload
             data = json.dumps(payload).encode() if isinstance(payload, dict) else payload.encode()
             self.send_response(status)
             for key, value in headers.items():
@@ -98,13 +101,57 @@ def test_retries_429_then_503_then_succeeds(scripted):
 
 def test_client_error_fails_at_once_with_server_message(scripted):
     use, url = scripted
-    server = use([(400, {}, {"error": {"message": "This model's maximum context length is 512 tokens.\nPlease reduce."}})])
+    server = use([(400, {}, {"error": {"message": "Unknown parameter: 'seed'.\nRemove it."}})])
     with OpenAIEngine("m", base_url=url, backoff=0.01) as engine, pytest.raises(CaiError) as err:
         engine.generate([USER], SamplingParams())
     message = str(err.value)
     assert "\n" not in message
-    assert "HTTP 400" in message and "maximum context length is 512 tokens. Please reduce." in message
+    assert "HTTP 400" in message and "Unknown parameter: 'seed'. Remove it." in message
     assert len(server.requests) == 1
+
+
+def test_a_prompt_too_long_for_the_server_is_refused_alone(scripted):
+    """Without /v1/models' max_model_len the engine cannot count; the server's 400 refuses that prompt only."""
+    use, url = scripted
+
+    def answer(body):
+        text = body["messages"][-1]["content"]
+        if text.startswith("huge"):
+            return 400, {"error": {"message": "This model's maximum context length is 512 tokens. However, you "
+                                              "requested 9000 tokens."}}
+        return 200, ok(text)[2]
+
+    server = use([(200, {}, answer)])
+    convs = [[{"role": "user", "content": t}] for t in ("a", "huge " * 100, "b", "huge again")]
+    with OpenAIEngine("m", base_url=url, concurrency=2) as engine:
+        assert engine.context_length() is None and engine.count_tokens(convs) is None
+        with pytest.raises(PromptRejected) as refused:
+            engine.generate(convs, SamplingParams())
+        assert sorted(refused.value.reasons) == [1, 3]
+        assert refused.value.reasons[1] == ("HTTP 400: This model's maximum context length is 512 tokens. "
+                                            "However, you requested 9000 tokens.")
+        assert len(server.requests) == 4                 # the good ones were not cancelled
+        assert [c.text for c in engine.generate([convs[0], convs[2]], SamplingParams())] == ["a", "b"]
+
+
+def test_generate_records_the_refused_prompt_and_finishes_the_others(scripted, tmp_path):
+    from cai.generation.config import GenerateConfig
+    from cai.generation.job import run
+    from cai.generation.store import RunStore
+
+    use, url = scripted
+    use([(200, {}, lambda body: (400, {"error": {"message": "prompt is too long"}})
+          if "HUGE" in json.dumps(body["messages"]) else (200, ok("fine")[2]))])
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": i, "prompt": p}) + "\n"
+                               for i, p in [("a", "Hi."), ("big", "HUGE " * 50), ("b", "Hello.")]))
+    summary = run(GenerateConfig(constitution="constitution/hhh.yaml", prompts=str(prompts), model="m", engine="openai",
+                                 out=str(tmp_path / "run"), rounds=1, few_shot=0,
+                                 base_url=url, concurrency=2, quiet=True))
+    assert (summary.done, summary.failed) == (2, 1)
+    assert sorted(r["id"] for r in RunStore(tmp_path / "run").iter_records()) == ["a", "b"]
+    [failed] = [json.loads(line) for line in (tmp_path / "run" / "failed.jsonl").read_text().splitlines()]
+    assert failed["id"] == "big" and failed["error"] == "HTTP 400: prompt is too long"
 
 
 def test_gives_up_after_max_retries(scripted):
@@ -220,6 +267,15 @@ def test_real_vllm_server(vllm_server):
             return [c.text for c in engine.generate(convs[:2], SamplingParams(max_new_tokens=8, temperature=1.0, seed=seed))]
         assert sample(11) == sample(11)
         assert sample(11) != sample(12)
+        # The guard asks the server: its context (/v1/models) and each prompt's tokens (/tokenize).
+        assert engine.context_length() == 512 and engine.count_tokens(convs) == counts
+        overlong = [{"role": "user", "content": "word " * 600}]
+        with pytest.raises(PromptRejected) as refused:
+            ContextGuard(engine).generate([convs[0], overlong], SamplingParams(max_new_tokens=6))
+        assert list(refused.value.reasons) == [1] and "context is 512" in refused.value.reasons[1]
+        with pytest.raises(PromptRejected) as refused:       # unguarded, the server's own 400 refuses it alone
+            engine.generate([convs[0], overlong], SamplingParams(max_new_tokens=6))
+        assert list(refused.value.reasons) == [1] and "HTTP 400" in refused.value.reasons[1]
         with pytest.raises(CaiError, match="HTTP 404: .*no-such-model") as err:   # unknown model: fails at once
             OpenAIEngine("no-such-model", base_url=vllm_server).generate(convs[:1], SamplingParams())
         assert "\n" not in str(err.value)

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 
 from cai.engines.base import SamplingParams
 from cai.engines.chat import apply_chat_template
-from cai.engines.vllm import VLLMEngine
+from cai.engines.vllm import VLLMEngine, cpu_dtype, cpu_flags
 from cai.errors import CaiError
 
 pytestmark = pytest.mark.vllm
@@ -31,6 +31,8 @@ def engine(request, tmp_path_factory):
     for key, value in vllm_env(tmp_path_factory.mktemp("vllm-cache")).items():
         mp.setenv(key, value)
     mp.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)      # it would override kv_cache_gib
+    for key in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND"):      # the engine's defaults apply
+        mp.delenv(key, raising=False)
     engine = VLLMEngine(str(model_dir), enforce_eager=True, kv_cache_gib=0.5, max_model_len=512)
     engine.load()
     yield engine
@@ -85,6 +87,24 @@ def test_same_seed_same_sample(engine):
         return [c.text for c in engine.generate(convs, SamplingParams(max_new_tokens=12, temperature=1.0, seed=seed))]
     assert sample(7) == sample(7)
     assert sample(7) != sample(8)
+
+
+@pytest.mark.slow
+def test_context_token_counts_and_cpu_settings(engine):
+    """The context guard's inputs, and the CPU defaults the engine started with (recorded in the manifest)."""
+    from pathlib import Path
+
+    from vllm.platforms import current_platform
+
+    assert engine.context_length() == 512
+    convs = conversations(3)
+    assert engine.count_tokens(convs) == [c.prompt_tokens for c in engine.generate(convs, SamplingParams(max_new_tokens=1))]
+    info = engine.info().extra
+    if current_platform.is_cpu():
+        native_bf16 = cpu_dtype(cpu_flags(Path("/proc/cpuinfo").read_text())) == "auto"
+        assert info["dtype_asked"] == ("auto" if native_bf16 else "float32")
+        assert info["dtype"] in (("bfloat16", "float16") if native_bf16 else ("float32",))
+        assert info["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0" and info["VLLM_CPU_OMP_THREADS_BIND"] == "auto"
 
 
 @pytest.mark.slow

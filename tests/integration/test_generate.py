@@ -105,7 +105,7 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path, tiny_model_d
     resumed = subprocess.run(args, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout.splitlines()[-1])
-    assert summary["skipped (done before)"] == len(partial) and summary["done"] == 10 - len(partial)
+    assert summary["skipped_done"] == len(partial) and summary["done"] == 10 - len(partial)
     records = _records(run)
     assert sorted(records) == [f"q{i:02d}" for i in range(10)]
 
@@ -152,7 +152,8 @@ def test_shards_merged_equal_one_run(tmp_path, tiny_model_dir):
 def test_an_engine_fault_is_retried_then_recorded_as_failed(tmp_path, tiny_model_dir):
     """A batch the engine cannot serve becomes failed rows; the other batches still finish."""
     from cai.engines.transformers import TransformersEngine
-    from cai.generation.job import GenerateConfig, run
+    from cai.generation.config import GenerateConfig
+    from cai.generation.job import run
 
     calls = {"n": 0}
 
@@ -170,10 +171,10 @@ def test_an_engine_fault_is_retried_then_recorded_as_failed(tmp_path, tiny_model
     try:
         summary = run(GenerateConfig(constitution=HHH, prompts=str(_prompts(tmp_path, 3)), model=str(tiny_model_dir),
                                      out=str(tmp_path / "run"), rounds=1, max_new_tokens=4, few_shot=1,
-                                     batch_size=1), quiet=True)
+                                     batch_size=1, quiet=True))
     finally:
         registry.create_engine = original
-    assert summary["done"] == 2 and summary["failed"] == 1
+    assert summary.done == 2 and summary.failed == 1
     failed = [json.loads(x) for x in (tmp_path / "run" / "failed.jsonl").read_text().splitlines()]
     assert [f["id"] for f in failed] == ["q01"] and "device lost" in failed[0]["error"]
     assert sorted(_records(tmp_path / "run")) == ["q00", "q02"]
