@@ -63,6 +63,9 @@ def run_import(cfg: ImportConfig) -> ImportSummary:
     from cai.preferences.imports.sources import open_source
 
     importer = importer_class(cfg.format)(cfg)
+    if cfg.score and importer.output != "pairs":
+        raise SettingError("score", f"applies to the preference formats; {cfg.format} writes {importer.output}, "
+                                    "scored later by `cai data pairs`")
     source = open_source(cfg.source, importer.splits)
     importer.source = source
     notes = list(source.notes)

@@ -236,6 +236,9 @@ def test_a_file_in_another_format_gets_one_line_naming_file_row_and_field(tmp_pa
      "error: --split-map: test=eval: target must be one of train, test, skip, got 'eval'"),
     (["shp", FIXTURES / "shp", "--split-map", "test"], "error: --split-map: expected SOURCE_SPLIT=TARGET, got 'test'"),
     (["shp", FIXTURES / "shp", "--limit", "0"], "error: --limit: must be at least 1, got 0"),
+    (["cai-harmless", FIXTURES / "cai-harmless", "--score"],
+     "error: --score: applies to the preference formats; cai-harmless writes records, scored later by "
+     "`cai data pairs`"),
 ])
 def test_bad_settings_are_one_line_naming_the_flag(tmp_path, cli, args, message):
     result = cli(["data", "import", *args, "--out", tmp_path / "x"], code=2)
