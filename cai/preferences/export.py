@@ -106,7 +106,8 @@ def write_dataset(rows: list[dict], out_dir: str | Path, *, test_share: float = 
     else:
         train, test, leaked = split_by_ids(rows, test_ids)
         meta = {**meta, "split_note": "The test split is the source's own; a train row whose prompt is also a test\n"
-                                      f"prompt is dropped ({TEST_PROMPT_IN_TRAIN!r}), so no test prompt appears in training."}
+                                      f"prompt is dropped ({TEST_PROMPT_IN_TRAIN!r}), so no test prompt appears "
+                                      "in training."}
         if leaked:
             meta = {**meta, "dropped": {**meta.get("dropped", {}), TEST_PROMPT_IN_TRAIN: len(leaked)}}
             dropped_rows = (dropped_rows or []) + [{**r, "drop_reason": TEST_PROMPT_IN_TRAIN, "drop_detail": ""}
