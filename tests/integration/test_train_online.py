@@ -59,7 +59,7 @@ def test_a_reward_preferring_one_token_raises_the_expected_reward(kind, data, ti
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     before = _first_token_probs(base, tokenizer, prompts)
     token = int(before.argmax())                 # the start model's likeliest first token: common enough to be sampled
-    reward = f"[{{type: function, function: test_train_helpers.first_token_is, options: {{token: {token}}}}}]"
+    reward = f"[{{type: function, function: support.train.first_token_is, options: {{token: {token}}}}}]"
     out = tmp_path / kind
     _run(["train", kind, "--recipe", f"smoke/{kind}", "--data", str(data), "--model", str(tiny_model_dir),
           "--out", str(out), "--set", f"rewards={reward}", "--set", f"training.temperature={TEMPERATURE}",
