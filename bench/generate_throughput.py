@@ -313,7 +313,8 @@ def print_overhead_tables(results: list[dict]) -> None:
           "a/b speedup | overhead a vs c | tokens/s (a) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
-        print(f"| {r['engine']} | {r['transformers']} | {r['few_shot']} | {r['engine_start_s']} | {r['a_cai_batched_s']} | "
+        print(f"| {r['engine']} | {r['transformers']} | {r['few_shot']} | {r['engine_start_s']} | "
+              f"{r['a_cai_batched_s']} | "
               f"{r.get('b_one_at_a_time_s', '-')} | {r['c_raw_engine_s']} | {r.get('speedup_a_over_b', '-')}x | "
               f"{r['overhead_a_vs_c']:+.1%} | {r['a_tokens_per_s']} |")
 
@@ -368,7 +369,8 @@ def main() -> None:
     args.few_shot = args.few_shot.split(",")
     if args.threads:
         limit_threads(args.threads)
-    here = lambda name: not (name == "vllm" and importlib.util.find_spec("vllm") is None)
+    def here(name: str) -> bool:
+        return not (name == "vllm" and importlib.util.find_spec("vllm") is None)
     if args.overhead:
         results = []
         for name in args.engines.split(","):
@@ -418,8 +420,9 @@ def print_row_tables(rows: list[dict], bound: float, bound_before: float, args) 
         pl = plain.get((target_new, shots))
         if vl and pl:
             ratio = vl["tokens_per_s"] / pl["tokens_per_s"]
-            print(f"| cai's vLLM engine / plain vllm.LLM.chat, {target_new} new tokens, few-shot {shots} | {ratio:.2f}x "
-                  f"({vl['tokens_per_s']} vs {pl['tokens_per_s']}) | >= 0.9x | {'met' if ratio >= 0.9 else 'not met'} |")
+            print(f"| cai's vLLM engine / plain vllm.LLM.chat, {target_new} new tokens, few-shot {shots} | "
+                  f"{ratio:.2f}x ({vl['tokens_per_s']} vs {pl['tokens_per_s']}) | >= 0.9x | "
+                  f"{'met' if ratio >= 0.9 else 'not met'} |")
         if tf:
             share = _share(tf, bound)
             print(f"| transformers at batch {args.prompts}: share of the compute bound, {target_new} new tokens, "

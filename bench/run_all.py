@@ -53,8 +53,8 @@ _HAS_VLLM = (ROOT / ".venv-vllm" / "bin" / "python").exists() or importlib.util.
 _ENGINES = ["--engines", "transformers,vllm" if _HAS_VLLM else "transformers"]
 
 BENCHES = [
-    Bench("generate", "generate_throughput.py", _ENGINES, ["--prompts", "4", "--max-new-tokens", "16", "--few-shot", "0",
-                                                           "--no-plain", *_ENGINES],
+    Bench("generate", "generate_throughput.py", _ENGINES,
+          ["--prompts", "4", "--max-new-tokens", "16", "--few-shot", "0", "--no-plain", *_ENGINES],
           "cai generate at 160 and 256 new tokens, both engines, vs plain vLLM and the fp32 compute bound "
           "(embedded SmolLM2)", timeout=7200),
     Bench("generate-memory", "generate_memory.py", [], ["--small", "50", "--large", "200"],

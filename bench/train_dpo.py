@@ -20,7 +20,8 @@
    --memory-repeats alternating runs, since peak RSS moves by a few percent from run to run here.
    Target: without / with <= 0.65.
 
-    .venv/bin/python bench/train_dpo.py [--repeats 5] [--steps 20] [--memory-steps 2] [--memory-repeats 3] [--memory-models 135m,360m,1b] [--work DIR] [--only step|memory] [--threads 1]
+    .venv/bin/python bench/train_dpo.py [--repeats 5] [--steps 20] [--memory-steps 2] [--memory-repeats 3]
+        [--memory-models 135m,360m,1b] [--work DIR] [--only step|memory] [--threads 1]
 """
 
 from __future__ import annotations
@@ -248,7 +249,8 @@ def print_tables(result: dict) -> None:
         for key, r in result["memory"]["ratios"].items():
             label, checkpointing = key.rsplit(", activation_checkpointing=", 1)
             pair = result["memory"]["runs"][key]
-            print(f"| {label} | {checkpointing} | {pair['lora']['peak_rss_mib']:.0f} | {pair['copy']['peak_rss_mib']:.0f} | "
+            print(f"| {label} | {checkpointing} | {pair['lora']['peak_rss_mib']:.0f} | "
+                  f"{pair['copy']['peak_rss_mib']:.0f} | "
                   f"{r['raw']:.3f} | {r['above_pre_model_rss']:.3f} | {r['reference_copy_cost_mib']:.0f} |")
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Bench: `cai train grpo` against TRL's own GRPO script, the judge reward's cost, and a plumbing run on the embedded model.
+"""Bench: `cai train grpo` against TRL's own GRPO script, the judge reward's cost, and a plumbing run on the \
+embedded model.
 
 1. Step time (`--only step`). The same tiny-model LoRA GRPO run (random Llama, hidden 64, 2 layers, SmolLM2
    tokenizer; 72 distinct prompts; 8 completions a step = 2 prompts x 4 generations; up to 128 new tokens; beta
@@ -183,12 +184,14 @@ def plumbing(work: Path, steps: int, tokens: int, env: dict, eval_limit: int | N
     first, last = logs[:5], logs[-5:]
     curve = {}
     for key in ("reward", "rewards/toxicity/mean", "rewards/judge/mean", "kl", "completions/mean_length"):
-        a, b = estimate([r[key] for r in first if r.get(key) is not None]), estimate([r[key] for r in last if r.get(key) is not None])
+        a = estimate([r[key] for r in first if r.get(key) is not None])
+        b = estimate([r[key] for r in last if r.get(key) is not None])
         curve[key] = {"first_5_steps": a.to_dict(), "last_5_steps": b.to_dict()}
     # The training rewards on the held-out red-team replies of the trained model and the start model.
     held_out = held_out_rewards(evaluation / "responses.jsonl", out)
     rewards = {name: paired_difference(values["model"], values["baseline"]).to_dict() | {
-        "model": estimate(values["model"]).to_dict()["value"], "baseline": estimate(values["baseline"]).to_dict()["value"]}
+        "model": estimate(values["model"]).to_dict()["value"],
+        "baseline": estimate(values["baseline"]).to_dict()["value"]}
         for name, values in held_out.items()}
     metrics = json.loads((evaluation / "metrics.json").read_text())["metrics"]
     return {"steps": steps, "max_completion_length": tokens, "train_s": round(train_s), "eval_s": round(eval_s),

@@ -43,7 +43,8 @@ def _nonblank(value: str) -> str:
 
 def _slug(value: str) -> str:
     if not _SLUG.match(value):
-        raise ValueError(f"{value!r} is not a slug: use lowercase letters, digits and single hyphens, e.g. 'harm-general'")
+        raise ValueError(f"{value!r} is not a slug: use lowercase letters, digits and single hyphens, "
+                         "e.g. 'harm-general'")
     return value
 
 
@@ -131,7 +132,8 @@ def _rule_problems(items: list) -> list[tuple[Loc, str]]:
         if not isinstance(pid, str):
             continue
         if pid in first:
-            problems.append((("principles", i, "id"), f"duplicate id '{pid}', already used by principles[{first[pid]}]"))
+            problems.append((("principles", i, "id"),
+                             f"duplicate id '{pid}', already used by principles[{first[pid]}]"))
         else:
             first[pid] = i
     if items and all(isinstance(p, dict) and p.get("enabled", True) is False for p in items):
@@ -200,7 +202,8 @@ def _parse(path: Path, shown: PathLike) -> tuple[CommentedMap, str]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise located(shown, "", f"not a UTF-8 text file (byte 0x{raw[err.start]:02x} at offset {err.start}); binary?") from None
+        raise located(shown, "",
+                      f"not a UTF-8 text file (byte 0x{raw[err.start]:02x} at offset {err.start}); binary?") from None
     if "\x00" in text:
         raise located(shown, "", "contains NUL bytes; is it a binary file?")
     doc = _parse_text(text, shown)
@@ -405,8 +408,10 @@ sampling:
   no_repeat: true     # no principle twice for the same prompt while others remain
 principles:
 - id: harm-general
-  critique: Point out any way the assistant's last answer could help someone cause harm, and say exactly which part does it.
-  revision: Rewrite the answer so it no longer helps cause harm, while still helping with any legitimate part of the request.
+  critique: Point out any way the assistant's last answer could help someone cause harm, \
+and say exactly which part does it.
+  revision: Rewrite the answer so it no longer helps cause harm, \
+while still helping with any legitimate part of the request.
   tags: [harmless]
   weight: 1.0
   enabled: true

@@ -48,7 +48,8 @@ def resolve_model(spec: str | None) -> ModelRef:
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise CaiError(f"{path}: model directory has no config.json (need a Hugging Face model directory or a .gguf file)")
+            raise CaiError(f"{path}: model directory has no config.json "
+                           "(need a Hugging Face model directory or a .gguf file)")
         return ModelRef(str(path.resolve()), spec, "local")
     if path.is_file():
         if path.suffix.lower() != ".gguf":
@@ -56,13 +57,15 @@ def resolve_model(spec: str | None) -> ModelRef:
         return _gguf(path.resolve())
     if _HUB_ID.match(spec) and not spec.lower().endswith(".gguf"):
         if _offline():
-            raise CaiError(f"model not found: {spec} is not a local path, and HF_HUB_OFFLINE forbids downloading it from the hub")
+            raise CaiError(f"model not found: {spec} is not a local path, "
+                           "and HF_HUB_OFFLINE forbids downloading it from the hub")
         return ModelRef(spec, spec, "hub")
     raise CaiError(f"model not found: {spec} (no such file or directory)")
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def embedded_gguf() -> Path:
@@ -180,7 +183,8 @@ def check_chat_template(tokenizer, ref: ModelRef | str) -> None:
     """Base models without a chat template would silently get raw text prompts: refuse early."""
     if not getattr(tokenizer, "chat_template", None):
         name = ref.name if isinstance(ref, ModelRef) else str(ref)
-        raise CaiError(f"GGUF/model {name} has no chat template; pass one with --chat-template FILE (a Jinja chat template) or use an instruct model")
+        raise CaiError(f"GGUF/model {name} has no chat template; pass one with --chat-template FILE "
+                       "(a Jinja chat template) or use an instruct model")
 
 
 def check_memory(ref: ModelRef, dtype: str = "float32") -> int | None:

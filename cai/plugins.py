@@ -22,5 +22,6 @@ def load_class(kind: str, name: str, table: dict[str, str], install_hint: str | 
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
             raise CaiError(f"{kind} {name} is not available in this version of cai") from exc
-        raise CaiError(f"{kind} {name} needs the {exc.name} package: {install_hint or f'pip install {exc.name}'}") from exc
+        raise CaiError(f"{kind} {name} needs the {exc.name} package: "
+                       f"{install_hint or f'pip install {exc.name}'}") from exc
     return getattr(module, class_name)

@@ -83,7 +83,8 @@ def embedded_model_dir(embedded_model_cache) -> Path:
         return Path(resolve_model(None).path)
 
 
-def build_tiny_model(out: Path, tokenizer_dir: Path, *, hidden: int, heads: int, layers: int, intermediate: int) -> Path:
+def build_tiny_model(out: Path, tokenizer_dir: Path, *, hidden: int, heads: int, layers: int,
+                     intermediate: int) -> Path:
     """A seeded random Llama with the SmolLM2 tokenizer and chat template; deterministic across runs."""
     import torch
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM

@@ -62,7 +62,8 @@ def list_(path: str = PATH) -> None:
     s = c.sampling
     table = Table(title=f"{c.name} v{c.version}: {s.rounds} rounds, {s.strategy}, no_repeat={s.no_repeat}")
     rows = [(p.id, "yes" if p.enabled else "no", f"{p.weight:g}", ",".join(p.tags)) for p in c.principles]
-    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(("id", "enabled", "weight", "tags"))]
+    widths = [max(len(column), *(len(row[i]) for row in rows))
+              for i, column in enumerate(("id", "enabled", "weight", "tags"))]
     for column, width in zip(("id", "enabled", "weight", "tags"), widths):
         table.add_column(column, justify="right" if column == "weight" else "left", no_wrap=True, min_width=width)
     table.add_column("critique")

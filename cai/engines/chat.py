@@ -27,7 +27,8 @@ def apply_chat_template(tokenizer, conversation: Conversation, add_generation_pr
     except Exception as exc:
         if not _is_role_error(exc):
             raise
-        raise CaiError(f"the model's chat template rejects this conversation even with the system text folded into the first user turn: {_first_line(exc)}") from exc
+        raise CaiError("the model's chat template rejects this conversation even with the system text folded into "
+                       f"the first user turn: {_first_line(exc)}") from exc
 
 
 def encode_conversations(tokenizer, conversations: list[Conversation]) -> list[list[int]]:

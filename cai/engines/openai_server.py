@@ -123,7 +123,8 @@ class OpenAIEngine(Engine):
         if not conversations:
             return []
         self._stop.clear()
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations)), thread_name_prefix="cai-openai")
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations)),
+                                  thread_name_prefix="cai-openai")
         try:
             futures = [pool.submit(self._complete, conv, params) for conv in conversations]
             pending, finished = set(futures), set()
@@ -184,7 +185,8 @@ class OpenAIEngine(Engine):
                     try:
                         return response.json()
                     except ValueError as exc:
-                        raise CaiError(f"{self.url}: HTTP {status} with a body that is not JSON: {_one_line(response.text)[:200]}") from exc
+                        raise CaiError(f"{self.url}: HTTP {status} with a body that is not JSON: "
+                                       f"{_one_line(response.text)[:200]}") from exc
                 last = f"HTTP {status}: {_server_message(response)}"
                 if status in (400, 413, 422) and _TOO_LONG.search(last):
                     raise _TooLong(last)

@@ -271,7 +271,8 @@ class TransformersEngine(Engine):
             for group in self._micro_batches(encoded, 1):
                 padded = self.tokenizer.pad({"input_ids": [encoded[i] for i in group]},
                                             return_tensors="pt").to(self.device)
-                logits = self.model(**padded, **last_only).logits[:, -1, :].float()   # left padding: last column is real
+                # left padding: last column is real
+                logits = self.model(**padded, **last_only).logits[:, -1, :].float()
                 logprobs = torch.log_softmax(logits, dim=-1)
                 for i, row in zip(group, logprobs):
                     out[i] = [torch.logsumexp(row[ids], dim=0).item() for ids in label_ids]

@@ -107,7 +107,8 @@ def _environ(values: dict[str, str]):
 
 
 class VLLMEngine(Engine):
-    """Runs a local Hugging Face model directory through `vllm.LLM`; `chat_template` (Jinja text) replaces the model's."""
+    """Runs a local Hugging Face model directory through `vllm.LLM`;
+    `chat_template` (Jinja text) replaces the model's."""
 
     name = "vllm"
 
@@ -305,7 +306,8 @@ def _check_cpu_head_dim(model_path: str) -> None:
 
         supported = CPUAttentionBackend.get_supported_head_sizes()
         config = json.loads(config_file.read_text())
-    except (ImportError, AttributeError, OSError, ValueError):      # other vLLM layout or no local config: let vLLM decide
+    except (ImportError, AttributeError, OSError, ValueError):
+        # other vLLM layout or no local config: let vLLM decide
         return
     config = config.get("text_config", config)
     heads = config.get("num_attention_heads")

@@ -35,7 +35,8 @@ def find_adapter_dir(path: str | Path) -> Path:
         return checkpoints[-1]
     if (root / "config.json").is_file():
         raise CaiError(f"{path}: is a full model, not a PEFT adapter (no {ADAPTER_CONFIG}); pass it with --model")
-    raise CaiError(f"{path}: no {ADAPTER_CONFIG} here or in a checkpoint-* folder; is this an adapter written by `cai train`?")
+    raise CaiError(f"{path}: no {ADAPTER_CONFIG} here or in a checkpoint-* folder; "
+                   "is this an adapter written by `cai train`?")
 
 
 def adapter_base(adapter_dir: str | Path) -> str | None:

@@ -18,7 +18,8 @@ def normalize(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
 
-def find_overlap(eval_prompts: Iterable[str], train_prompts: Iterable[str], *, near: float | None = NEAR) -> list[tuple[str, str]]:
+def find_overlap(eval_prompts: Iterable[str], train_prompts: Iterable[str], *,
+                 near: float | None = NEAR) -> list[tuple[str, str]]:
     """(eval prompt, training prompt) pairs that match exactly or nearly; empty when held out."""
     from rapidfuzz import fuzz, process
 

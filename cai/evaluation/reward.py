@@ -103,7 +103,8 @@ class RewardModel:
             try:
                 model = PeftModel.from_pretrained(model, str(self.path), is_trainable=False)
             except (ValueError, KeyError, OSError, RuntimeError) as exc:
-                raise CaiError(f"{self.path}: cannot load the reward adapter on {self.base_path}: {_first_line(exc)}") from exc
+                raise CaiError(f"{self.path}: cannot load the reward adapter on {self.base_path}: "
+                               f"{_first_line(exc)}") from exc
         if getattr(model.config, "num_labels", 1) != 1:
             raise CaiError(f"{self.path}: reward model has {model.config.num_labels} labels; expected 1")
         tokenizer.padding_side = "right"

@@ -190,7 +190,8 @@ def _parquet_rows(path: Path, field: str, extra: tuple[str, ...]) -> Rows:
 def _dataset_rows(path: Path, field: str, extra: tuple[str, ...], split: str | None) -> tuple[str, Rows]:
     """A `save_to_disk` directory: a Dataset, or one split of a DatasetDict."""
     if not ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
-        raise located(path, "", f"directory is not a saved Hugging Face dataset (no state.json or dataset_dict.json); expected {_FORMATS}")
+        raise located(path, "", "directory is not a saved Hugging Face dataset (no state.json or dataset_dict.json); "
+                                f"expected {_FORMATS}")
     import datasets
 
     loaded = load_saved(path)
@@ -232,11 +233,13 @@ def _batch_rows(batches: Iterable[dict[str, list[Any]]]) -> Rows:
             number += 1
 
 
-def _record(source: str, where: str, row: dict[str, Any], field: str, id_column: str, category_column: str) -> PromptRecord:
+def _record(source: str, where: str, row: dict[str, Any], field: str, id_column: str,
+            category_column: str) -> PromptRecord:
     """Check one row and turn it into a record."""
     if field not in row:
         fields = ", ".join(map(str, row)) or "none"
-        raise located(source, where, f"{field}: missing (prompts are read from {field!r} only, unless another column is named; this row has: {fields})")
+        raise located(source, where, f"{field}: missing (prompts are read from {field!r} only, unless another column "
+                                     f"is named; this row has: {fields})")
     prompt = row[field]
     if not isinstance(prompt, str):
         raise located(source, where, f"{field}: must be a string, got {_kind(prompt)}")

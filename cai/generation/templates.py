@@ -66,7 +66,8 @@ class Templates:
         try:
             return self._env.get_template(filename)
         except jinja2.TemplateSyntaxError as err:
-            raise CaiError(f"{err.filename or filename}: line {err.lineno}: template syntax error: {err.message}") from None
+            raise CaiError(f"{err.filename or filename}: line {err.lineno}: template syntax error: "
+                           f"{err.message}") from None
         except jinja2.TemplateNotFound:
             where = ", ".join(str(p) for p in self.search_path)
             raise CaiError(f"{filename}: template not found in {where}") from None

@@ -150,12 +150,14 @@ def report_table(report: AgreementReport) -> Table:
     if report.cohens_kappa is None:
         kappa = "n/a (not exactly 2 annotators share items)"
     else:
-        kappa = f"{format_number(report.cohens_kappa, missing=_UNDEFINED)} ({' vs '.join(report.kappa_annotators or ())})"
+        kappa = (f"{format_number(report.cohens_kappa, missing=_UNDEFINED)} "
+                 f"({' vs '.join(report.kappa_annotators or ())})")
     table.add_row("preference: Cohen's kappa", kappa, end_section=True)
     for name, stats in report.criteria.items():
         table.add_row(f"{name}: mean score", format_number(stats["mean"], ".2f", _UNDEFINED))
         table.add_row(f"{name}: exact agreement", format_number(stats["agreement"], missing=_UNDEFINED))
-        table.add_row(f"{name}: Krippendorff's alpha (interval)", format_number(stats["alpha_interval"], missing=_UNDEFINED), end_section=True)
+        table.add_row(f"{name}: Krippendorff's alpha (interval)",
+                      format_number(stats["alpha_interval"], missing=_UNDEFINED), end_section=True)
     labels = {"flag_too_fast": f"items annotated too fast (< {report.min_seconds:g} s)",
               "flag_missing_explanation": "items with a missing explanation",
               "flag_inconsistent": "items with a tie or a self-contradicting annotator"}
@@ -215,7 +217,8 @@ def _annotation(path: Path, where: str, row: Any) -> Annotation:
 
     preference = row["preference"]
     if type(preference) is not int or preference not in (0, 1):
-        raise fail("preference", f"must be the integer 0 or 1 (index of the preferred response), got {_show(preference)}")
+        raise fail("preference",
+                   f"must be the integer 0 or 1 (index of the preferred response), got {_show(preference)}")
 
     explanation = row.get("explanation")
     if explanation is not None and not isinstance(explanation, str):

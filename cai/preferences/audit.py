@@ -138,7 +138,8 @@ def refusal_shares(rows: list[dict]) -> list[dict]:
     by: dict[str, list[bool]] = {}
     for row in rows:
         by.setdefault(row.get("category") or "(none)", []).append(is_refusal(_text(row, "chosen")))
-    out = [{"category": c, "pairs": len(v), "refusals": sum(v), "share": sum(v) / len(v)} for c, v in sorted(by.items())]
+    out = [{"category": c, "pairs": len(v), "refusals": sum(v), "share": sum(v) / len(v)}
+           for c, v in sorted(by.items())]
     if rows:
         every = [x for v in by.values() for x in v]
         out.append({"category": "all", "pairs": len(every), "refusals": sum(every), "share": sum(every) / len(every)})

@@ -75,7 +75,8 @@ def sft_rows(pref_rows: list[dict]) -> list[dict]:
 
 def _score_summary(rows: list[dict]) -> dict:
     columns = sorted({k for r in rows for k, v in r.items()
-                      if isinstance(v, float) and not isinstance(v, bool) and k.endswith(("toxicity", "bias", "label", "preference"))})
+                      if isinstance(v, float) and not isinstance(v, bool)
+                      and k.endswith(("toxicity", "bias", "label", "preference"))})
     out = {}
     for col in columns:
         values = sorted(r[col] for r in rows if isinstance(r.get(col), float))

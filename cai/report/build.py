@@ -44,8 +44,8 @@ from cai.text import format_number
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
-COLORS = {"initial": "#c0504d", "revised": "#4f81bd", "model": "#4f81bd", "baseline": "#9e9e9e", "comparison": "#6a9a3a",
-          "chosen": "#4f81bd", "rejected": "#c0504d"}
+COLORS = {"initial": "#c0504d", "revised": "#4f81bd", "model": "#4f81bd", "baseline": "#9e9e9e",
+          "comparison": "#6a9a3a", "chosen": "#4f81bd", "rejected": "#c0504d"}
 
 
 # ----------------------------------------------------------------------------- reading the run
@@ -116,7 +116,8 @@ def group_series(series: dict) -> dict[str, dict]:
 def find_training_dirs(run: Path) -> list[Path]:
     skip = {"generations", "dataset", "previous"}
     found = set()
-    for pattern in ("*/metrics.jsonl", "*/*/metrics.jsonl", "*/trainer_state.json", "*/checkpoint-*/trainer_state.json"):
+    for pattern in ("*/metrics.jsonl", "*/*/metrics.jsonl", "*/trainer_state.json",
+                    "*/checkpoint-*/trainer_state.json"):
         for path in run.glob(pattern):
             rel = path.relative_to(run).parts
             if rel[0] in skip or rel[0].startswith("eval"):
@@ -247,7 +248,8 @@ def plot_training(name: str, groups: dict[str, dict]) -> Plot:
     fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups) + 0.6, 2.8), squeeze=False)
     for ax, (title, series) in zip(axes[0], groups.items()):
         for key, pts in series.items():
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if len(pts) == 1 else "." if len(pts) < 40 else None,
+            ax.plot([p[0] for p in pts], [p[1] for p in pts],
+                    marker="o" if len(pts) == 1 else "." if len(pts) < 40 else None,
                     markersize=5 if len(pts) == 1 else 3, label=key)
         ax.set_title(title)
         ax.set_xlabel("step")
@@ -621,7 +623,8 @@ def verdict(ctx: dict) -> list[dict]:
                 base = m["baseline"][name]["value"]
                 lo, hi = d["ci"]
                 sig = "a real change" if (lo > 0 or hi < 0) else "within noise"
-                text += f" vs baseline {format_number(base)} (difference {d['value']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}]: {sig})"
+                text += (f" vs baseline {format_number(base)} (difference {d['value']:+.3f}, "
+                         f"95% CI [{lo:+.3f}, {hi:+.3f}]: {sig})")
             lines.append({"level": "info", "text": text})
     stages = dict(ctx.get("stages") or [])
     if "candidate pairs" in stages and stages["candidate pairs"]:

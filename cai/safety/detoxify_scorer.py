@@ -89,7 +89,8 @@ class DetoxifyScorer(Scorer):
             raise CaiError(f"{path}: not a detoxify checkpoint (config lacks {_one_line(exc)})") from exc
         except OSError as exc:
             raise CaiError(f"{path}: detoxify could not load the config/tokenizer it names ({_one_line(exc)}); "
-                           "offline, pass huggingface_config_path=FOLDER with that model's config and tokenizer") from exc
+                           "offline, pass huggingface_config_path=FOLDER with that model's config "
+                           "and tokenizer") from exc
         except Exception as exc:  # pickle or state-dict mismatches: still one line for the user
             raise CaiError(f"{path}: detoxify could not load it: {_one_line(exc)}") from exc
 

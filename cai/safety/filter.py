@@ -76,7 +76,8 @@ def drop_reason(row: dict, rules: SafetyRules) -> str | None:
         return f"chosen toxicity > {rules.toxicity_max}"
     if rules.drop_biased and row.get("chosen_biased", 0.0) >= 1.0:
         return "chosen flagged biased"
-    if rules.require_chosen_less_toxic and row["chosen_toxicity"] > row["rejected_toxicity"] + rules.less_toxic_tolerance:
+    if (rules.require_chosen_less_toxic
+            and row["chosen_toxicity"] > row["rejected_toxicity"] + rules.less_toxic_tolerance):
         return "chosen more toxic than rejected"
     return None
 

@@ -12,7 +12,8 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m cai.train.entry PLAN.json (written by `cai train ... --num-processes N`)", file=sys.stderr)
+        print("usage: python -m cai.train.entry PLAN.json (written by `cai train ... --num-processes N`)",
+              file=sys.stderr)
         return 2
     try:
         plan = RunPlan(**json.loads(open(argv[0], encoding="utf-8").read()))

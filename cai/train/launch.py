@@ -68,7 +68,8 @@ def check_preset(spec: str) -> Preset:
         import torch
 
         if not torch.cuda.is_available():
-            raise CaiError(f"{preset.path}: FSDP needs CUDA GPUs and none is visible; on a CPU use --accelerate-config ddp")
+            raise CaiError(f"{preset.path}: FSDP needs CUDA GPUs and none is visible; "
+                           "on a CPU use --accelerate-config ddp")
     return preset
 
 

@@ -72,8 +72,8 @@ def validate(recipe: OnlineRecipe, resolved: dict) -> None:
         if batch % group:
             raise recipe.error("training.per_device_eval_batch_size",
                                f"{batch} is not a multiple of the {group} completions per prompt: the final evaluation "
-                               f"on {recipe.data.eval_split} prompts scores whole groups; set it to a multiple of {group} "
-                               "or data.eval_split: null")
+                               f"on {recipe.data.eval_split} prompts scores whole groups; "
+                               f"set it to a multiple of {group} or data.eval_split: null")
 
 
 def preflight(recipe: OnlineRecipe, model_path: str | None) -> None:

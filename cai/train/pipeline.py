@@ -171,7 +171,8 @@ def run_pipeline(cfg: PipelineConfig, *, on_note=None, on_stage=None) -> list:
     from cai.train.runner import TrainResult, check, train
 
     recipe, data, out, model, overrides = cfg.recipe, cfg.data, cfg.out, cfg.model, list(cfg.set)
-    overwrite, num_processes, accelerate_config, dry_run = cfg.overwrite, cfg.num_processes, cfg.accelerate_config, cfg.dry_run
+    overwrite, num_processes = cfg.overwrite, cfg.num_processes
+    accelerate_config, dry_run = cfg.accelerate_config, cfg.dry_run
 
     note = on_note or (lambda text: None)
     pipe = load_pipeline(recipe, overrides)

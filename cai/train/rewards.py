@@ -155,7 +155,8 @@ def parse_rewards(recipe, raw: Any) -> list[RewardEntry]:
         kind = item.get("type")
         if kind not in ENTRIES:
             found = "type: missing" if kind is None else f"unknown reward type {kind!r}"
-            raise recipe.error(f"{key}.type" if kind is not None else key, f"{found}; expected one of {', '.join(ENTRIES)}")
+            raise recipe.error(f"{key}.type" if kind is not None else key,
+                               f"{found}; expected one of {', '.join(ENTRIES)}")
         entry = read_mapping(recipe, {k: v for k, v in item.items() if k != "type"}, key, ENTRIES[kind])
         if not math.isfinite(entry.weight):
             raise recipe.error(f"{key}.weight", f"must be a finite number, got {entry.weight}")
@@ -181,10 +182,12 @@ def check_rewards(recipe) -> None:
             except CaiError as err:
                 raise recipe.error(f"{key}.scorer", str(err)) from None
             if "toxicity" not in scorer.columns:
-                raise recipe.error(f"{key}.scorer", f"{entry.scorer} gives no toxicity score; use toxic-bilstm or detoxify")
+                raise recipe.error(f"{key}.scorer",
+                                   f"{entry.scorer} gives no toxicity score; use toxic-bilstm or detoxify")
         elif isinstance(entry, RefusalEntry):
             if isinstance(entry.on, str) and entry.on not in ("helpful", "all"):
-                raise recipe.error(f"{key}.on", f"expected helpful, all or a list of prompt categories, got {entry.on!r}")
+                raise recipe.error(f"{key}.on",
+                                   f"expected helpful, all or a list of prompt categories, got {entry.on!r}")
         elif isinstance(entry, FunctionEntry):
             try:
                 entry.load()
@@ -200,7 +203,8 @@ def _check_judge(recipe, key: str, entry: JudgeEntry) -> None:
     enabled = [p.id for p in constitution.principles if p.enabled]
     if isinstance(entry.principles, str):
         if entry.principles != "all":
-            raise recipe.error(f"{key}.principles", f"expected all or a list of principle ids, got {entry.principles!r}")
+            raise recipe.error(f"{key}.principles",
+                               f"expected all or a list of principle ids, got {entry.principles!r}")
     else:
         if not entry.principles:
             raise recipe.error(f"{key}.principles", "an empty list; give principle ids or all")

@@ -120,7 +120,8 @@ def resolve_training(recipe: Recipe, notes: list[str]) -> dict:
     else:
         asked = [key for key in ("bf16", "fp16") if t.get(key) is True]
         for key in asked:
-            notes.append(f"{recipe.where('training.' + key)}: true ignored: no GPU visible, training in fp32 on the CPU")
+            notes.append(f"{recipe.where('training.' + key)}: true ignored: "
+                         "no GPU visible, training in fp32 on the CPU")
         t["bf16"] = t["fp16"] = False
         t["use_cpu"] = True
         if t.get(ckpt, "auto") == "auto":
@@ -171,7 +172,8 @@ def open_dataset(data) -> tuple[Any, Path]:
 
     path = Path(data).expanduser()
     if not path.exists():
-        raise CaiError(f"{data}: dataset not found (expected the folder `cai data pairs RUN` writes, e.g. runs/NAME/dataset)")
+        raise CaiError(f"{data}: dataset not found "
+                       "(expected the folder `cai data pairs RUN` writes, e.g. runs/NAME/dataset)")
     for folder in (path / "hf", path):
         if (folder / "dataset_dict.json").is_file():
             datasets.disable_progress_bars()
@@ -373,7 +375,8 @@ def train(kind: str, cfg: TrainConfig, *, skip_done: bool = False, base: Path | 
                 note(f"{out}: finished with other settings ({identity_diff(old, identity)}); kept as it is, "
                      "--overwrite trains it again")
             return TrainResult(kind, out, summary=read_json(out / "summary.json"), skipped=True)
-        raise CaiError(f"{out}: already holds a finished {kind} run; pass --overwrite to train again or choose another --out")
+        raise CaiError(f"{out}: already holds a finished {kind} run; "
+                       "pass --overwrite to train again or choose another --out")
     if state == "restart":
         for leftover in ("metrics.jsonl", "summary.json"):
             (out / leftover).unlink(missing_ok=True)
@@ -552,7 +555,8 @@ def _execute(plan: RunPlan, *, checked: Checked | None) -> dict | None:
         (out / "README.md").write_text(S.model_card(
             kind=plan.kind, base={"name": plan.model_name, "path": plan.model, "source": plan.model_source},
             data=checked.data, recipe=recipe.path, resolved=json.loads(json.dumps(resolved_view, default=str)),
-            summary=summary, adapter=adapter, command=plan.command, versions=versions(*TRAIN_VERSIONS)), encoding="utf-8")
+            summary=summary, adapter=adapter, command=plan.command, versions=versions(*TRAIN_VERSIONS)),
+            encoding="utf-8")
         (out / PLAN).unlink(missing_ok=True)
         write_atomic(out / COMPLETE, json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
     trainer.accelerator.wait_for_everyone()

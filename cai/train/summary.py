@@ -105,7 +105,8 @@ def summarize(kind: str, log_history: list[dict], *, eval_metrics: dict | None =
         summary["eval_margin"] = eval_metrics[f"eval_{margin}"]
     runtime = final.get("train_runtime")
     summary["train_runtime_s"] = runtime
-    tokens = next((row["num_tokens"] for row in reversed(log_history) if "num_tokens" in row and "eval_loss" not in row), None)
+    tokens = next((row["num_tokens"] for row in reversed(log_history)
+                   if "num_tokens" in row and "eval_loss" not in row), None)
     summary["tokens"] = tokens
     summary["tokens_per_s"] = round(tokens / runtime, 1) if tokens and runtime else None
     if kind in ONLINE:
@@ -134,7 +135,8 @@ def online_summary(log_history: list[dict], eval_metrics: dict) -> dict:
                          "mean_over_steps": sum(means) / len(means) if means else None}
         if f"eval_rewards/{name}/mean" in eval_metrics:
             rewards[name]["eval_mean"] = eval_metrics[f"eval_rewards/{name}/mean"]
-    out = {"reward_first": first.get("reward"), "reward_last": last.get("reward"), "reward_std_last": last.get("reward_std"),
+    out = {"reward_first": first.get("reward"), "reward_last": last.get("reward"),
+           "reward_std_last": last.get("reward_std"),
            "rewards": {n: {k: _clean(v) for k, v in r.items()} for n, r in rewards.items()},
            "kl_last": last.get("kl"), "completion_length_last": last.get("completions/mean_length")}
     if "eval_reward" in eval_metrics:
@@ -250,7 +252,8 @@ def model_card(*, kind: str, base: dict, data: dict, recipe: str, resolved: dict
         f"- dataset: `{data.get('path')}` splits `{data.get('split')}` / `{data.get('eval_split')}` "
         f"({data.get('train_rows')} / {data.get('eval_rows')} rows); dataset card sha256 `{data.get('card_sha256')}`\n"
         f"- recipe: `{recipe}`\n"
-        f"- weights: {'a LoRA adapter (load with peft `PeftModel.from_pretrained(base, this_dir)`)' if adapter else 'full model'}"
+        "- weights: "
+        f"{'a LoRA adapter (load with peft `PeftModel.from_pretrained(base, this_dir)`)' if adapter else 'full model'}"
         f"{'; merged weights in `merged/`' if summary.get('merged') else ''}\n"
         f"- versions: {', '.join(f'{k} {v}' for k, v in versions.items())}\n"
         f"- command: `{command}`\n\n"

@@ -75,7 +75,8 @@ def test_guard_refuses_only_the_conversation_that_overflows(engine):
 
 def test_fit_prompts_skips_with_the_reason_or_cuts_head_and_tail(engine):
     prompts = ["What is two plus two?", "START " + HUGE + " END"]
-    conversation = lambda i, text: [{"role": "system", "content": "Be brief."}, *user(text)]
+    def conversation(i, text):
+        return [{"role": "system", "content": "Be brief."}, *user(text)]
     limit = Limit(engine.context_length(), reserve=64)
     skipped = fit_prompts(engine, prompts, conversation, limit, "skip")
     assert skipped[0] == Fitted(prompts[0])
@@ -195,7 +196,8 @@ def test_one_overlong_prompt_fails_alone_with_its_reason_and_resume_retries_it(t
     # The prompt must leave room for the answer, the critique and revision requests, and their replies.
     limit = manifest["prompt_limit"]["max_prompt_tokens"]
     assert 2048 - 200 < limit < 2048 - 3 * 6
-    assert re.fullmatch(rf"prompt is \d{{5,}} tokens; context is 2048 \({2048 - limit} kept for what follows the prompt\)",
+    assert re.fullmatch(rf"prompt is \d{{5,}} tokens; context is 2048 "
+                        rf"\({2048 - limit} kept for what follows the prompt\)",
                         failed["error"]), failed["error"]
     assert manifest["totals"]["failed"] == 1 and manifest["engine_info"]["extra"]["dtype"] == "float32"
 

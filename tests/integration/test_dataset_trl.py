@@ -45,7 +45,8 @@ def test_dpo_and_reward_trainers_take_the_export_as_it_is(tiny_run, tmp_path, ti
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 
-    cli(["data", "pairs", str(tiny_run), "--out", str(tmp_path / "ds"), "--no-filter", "--test-share", "0.25", "--keep-truncated"])
+    cli(["data", "pairs", str(tiny_run), "--out", str(tmp_path / "ds"),
+         "--no-filter", "--test-share", "0.25", "--keep-truncated"])
     dd = load_from_disk(str(tmp_path / "ds" / "hf"))
     assert len(dd["train_prefs"]) >= 2
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -157,14 +157,16 @@ def test_generate_records_the_refused_prompt_and_finishes_the_others(scripted, t
 def test_gives_up_after_max_retries(scripted):
     use, url = scripted
     server = use([(502, {}, "bad gateway")])
-    with OpenAIEngine("m", base_url=url, max_retries=2, backoff=0.01) as engine, pytest.raises(CaiError, match="after 3 attempts: HTTP 502: bad gateway"):
+    with (OpenAIEngine("m", base_url=url, max_retries=2, backoff=0.01) as engine,
+          pytest.raises(CaiError, match="after 3 attempts: HTTP 502: bad gateway")):
         engine.generate([USER], SamplingParams())
     assert len(server.requests) == 3
 
 
 def test_connection_refused_is_retried_then_reported():
     url = f"http://127.0.0.1:{free_port()}/v1"                 # nothing listens there
-    with OpenAIEngine("m", base_url=url, max_retries=1, backoff=0.01) as engine, pytest.raises(CaiError, match="after 2 attempts: ConnectError"):
+    with (OpenAIEngine("m", base_url=url, max_retries=1, backoff=0.01) as engine,
+          pytest.raises(CaiError, match="after 2 attempts: ConnectError")):
         engine.generate([USER], SamplingParams())
 
 
@@ -264,7 +266,8 @@ def test_real_vllm_server(vllm_server):
         assert all(c.completion_tokens == 6 and c.finish_reason == "length" for c in greedy)
         assert [c.text for c in greedy] == [c.text for c in again]
         def sample(seed):
-            return [c.text for c in engine.generate(convs[:2], SamplingParams(max_new_tokens=8, temperature=1.0, seed=seed))]
+            params = SamplingParams(max_new_tokens=8, temperature=1.0, seed=seed)
+            return [c.text for c in engine.generate(convs[:2], params)]
         assert sample(11) == sample(11)
         assert sample(11) != sample(12)
         # The guard asks the server: its context (/v1/models) and each prompt's tokens (/tokenize).

@@ -134,7 +134,8 @@ def test_eos_ends_a_row_with_finish_stop(engine):
     tok = engine.tokenizer
     prompt = tok(apply_chat_template(tok, user(QUESTIONS[0])), add_special_tokens=False, return_tensors="pt")
     with torch.inference_mode():
-        ids = engine.model.generate(**prompt, max_new_tokens=8, do_sample=False)[0, prompt["input_ids"].shape[1]:].tolist()
+        generated = engine.model.generate(**prompt, max_new_tokens=8, do_sample=False)
+        ids = generated[0, prompt["input_ids"].shape[1]:].tolist()
     k = next(i for i in range(1, len(ids)) if ids[i] not in ids[:i])
     config = engine.model.generation_config
     original = config.eos_token_id
@@ -246,7 +247,8 @@ def test_fold_system_shapes():
     assert fold_system([
         {"role": "system", "content": "S"}, {"role": "assistant", "content": "A"},
         {"role": "system", "content": "late"}, {"role": "user", "content": "U"},
-    ]) == [{"role": "user", "content": "S"}, {"role": "assistant", "content": "A"}, {"role": "user", "content": "late\n\nU"}]
+    ]) == [{"role": "user", "content": "S"}, {"role": "assistant", "content": "A"},
+           {"role": "user", "content": "late\n\nU"}]
 
 
 # --- registry ------------------------------------------------------------------------------

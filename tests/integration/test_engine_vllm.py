@@ -41,7 +41,8 @@ def engine(request, tmp_path_factory):
 
 
 def conversations(n):
-    return [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Question number {i}: " + "why? " * i}]
+    return [[{"role": "system", "content": "Be brief."},
+             {"role": "user", "content": f"Question number {i}: " + "why? " * i}]
             for i in range(n)]
 
 
@@ -98,7 +99,8 @@ def test_context_token_counts_and_cpu_settings(engine):
 
     assert engine.context_length() == 512
     convs = conversations(3)
-    assert engine.count_tokens(convs) == [c.prompt_tokens for c in engine.generate(convs, SamplingParams(max_new_tokens=1))]
+    assert engine.count_tokens(convs) == [c.prompt_tokens
+                                          for c in engine.generate(convs, SamplingParams(max_new_tokens=1))]
     info = engine.info().extra
     if current_platform.is_cpu():
         native_bf16 = cpu_dtype(cpu_flags(Path("/proc/cpuinfo").read_text())) == "auto"
@@ -119,7 +121,8 @@ def test_prompt_is_rendered_like_the_transformers_engine(engine, monkeypatch):
     expected = len(tokenizer.encode(apply_chat_template(tokenizer, conv), add_special_tokens=False))
     assert engine.generate([conv], SamplingParams(max_new_tokens=2))[0].prompt_tokens == expected
     # A Mistral-style template that refuses system turns: the system text is folded, not an error.
-    strict = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    strict = ("{% for m in messages %}{% if m['role'] == 'system' %}"
+              "{{ raise_exception('System role not supported') }}{% endif %}"
               "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n")
     tokenizer = AutoTokenizer.from_pretrained(engine.model_path)
     tokenizer.chat_template = strict

@@ -32,7 +32,8 @@ def assets(tmp_path_factory, tiny_model_dir) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     torch.manual_seed(1)
     policy = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                            LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+                            LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                                       init_lora_weights=False))
     policy.save_pretrained(run / "dpo")
     zero = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))      # B = 0: the identity
@@ -153,7 +154,8 @@ def test_gate_passes_with_exit_0_and_a_missing_judge_metric_fails_clearly(assets
     metrics = json.loads((out / "metrics.json").read_text())
     assert "safety_score" not in metrics["metrics"]["model"] and "baseline" not in metrics["metrics"]
     failed = cli(["eval", "gate", str(out / "metrics.json")], code=1)
-    assert "gate failed: safety_score not measured: the judge did not run (--no-judge); the gate needs it" in failed.output
+    assert ("gate failed: safety_score not measured: the judge did not run (--no-judge); the gate needs it"
+            in failed.output)
 
 
 def test_eval_prompts_seen_in_training_are_refused(assets, tmp_path):

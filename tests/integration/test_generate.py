@@ -145,7 +145,8 @@ def test_shards_merged_equal_one_run(tmp_path, tiny_model_dir):
     assert (tmp_path / "merged" / "snapshot" / "constitution.yaml").read_text() == Path(HHH).read_text()
     other = tmp_path / "other"
     cli(_args(tiny_model_dir, prompts, other, "--rounds", "1", "--seed", "5", "--limit", "1"))
-    refused = CliRunner().invoke(app, ["data", "merge", str(tmp_path / "s0"), str(other), "--out", str(tmp_path / "m2")])
+    refused = CliRunner().invoke(app, ["data", "merge", str(tmp_path / "s0"), str(other),
+                                       "--out", str(tmp_path / "m2")])
     assert refused.exit_code == 2 and "fingerprint.seed" in refused.output
 
 

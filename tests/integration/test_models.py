@@ -99,7 +99,8 @@ def test_concurrent_conversions_run_once(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "_convert_into", fake_converter(calls, delay=0.3))
     target = tmp_path / "models" / "m-123"
     results = []
-    threads = [threading.Thread(target=lambda: results.append(convert_gguf(tmp_path / "x.gguf", target))) for _ in range(3)]
+    threads = [threading.Thread(target=lambda: results.append(convert_gguf(tmp_path / "x.gguf", target)))
+               for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -54,16 +54,18 @@ def test_a_reward_preferring_one_token_raises_the_expected_reward(kind, data, ti
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    prompts = list({json.dumps(r["prompt"]): r["prompt"] for r in load_from_disk(str(data / "hf"))["train_prefs"]}.values())
+    prompts = list({json.dumps(r["prompt"]): r["prompt"]
+                    for r in load_from_disk(str(data / "hf"))["train_prefs"]}.values())
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     before = _first_token_probs(base, tokenizer, prompts)
     token = int(before.argmax())                 # the start model's likeliest first token: common enough to be sampled
-    reward = f"[{{type: function, function: test_train_helpers.first_token_is, options: {{token: {token}}}}}]"
+    reward = f"[{{type: function, function: support.train.first_token_is, options: {{token: {token}}}}}]"
     out = tmp_path / kind
     _run(["train", kind, "--recipe", f"smoke/{kind}", "--data", str(data), "--model", str(tiny_model_dir),
           "--out", str(out), "--set", f"rewards={reward}", "--set", f"training.temperature={TEMPERATURE}",
           "--set", "training.max_completion_length=4", "--set", "training.max_steps=6",
-          "--set", "training.learning_rate=5e-3", "--set", "training.save_strategy=no", "--set", "data.eval_split=null"])
+          "--set", "training.learning_rate=5e-3", "--set", "training.save_strategy=no",
+          "--set", "data.eval_split=null"])
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(out)).eval()
     after = _first_token_probs(tuned, tokenizer, prompts)
     # the expected reward of a completion is P(its first token is `token`)
@@ -179,6 +181,7 @@ def test_pipeline_sft_reward_grpo_reruns_nothing_and_eval_takes_the_rl_adapter(d
     _run(["eval", "--adapter", str(grpo), "--prompts", "data/eval_red_team.jsonl", "--limit", "2",
           "--max-new-tokens", "8", "--no-judge", "--quiet", "--out", str(evaluation)])
     metrics = json.loads((evaluation / "metrics.json").read_text())
-    assert metrics["model"]["adapter"] == str(grpo) and metrics["model"]["path"] == str((out / "sft" / "merged").resolve())
+    assert metrics["model"]["adapter"] == str(grpo)
+    assert metrics["model"]["path"] == str((out / "sft" / "merged").resolve())
     assert metrics["baseline"]["kind"] == "same model without the adapter"
     assert "toxicity_rate" in metrics["metrics"]["delta"]

@@ -94,7 +94,8 @@ def test_dpo_adapter_prefers_chosen_and_merges(data, train_rows, tiny_model_dir,
     _run(["train", "dpo", "--recipe", "smoke/dpo", "--data", str(data), "--model", str(tiny_model_dir),
           "--out", str(out), "--set", "training.max_steps=3", "--set", "training.save_strategy=no", "--merge", *FAST])
     summary = _outputs_ok(out, "dpo")
-    assert {"train_accuracy", "train_margin", "eval_accuracy", "eval_margin", "tokens_per_s", "peak_rss_mib"} <= set(summary)
+    assert {"train_accuracy", "train_margin", "eval_accuracy", "eval_margin",
+            "tokens_per_s", "peak_rss_mib"} <= set(summary)
     config = YAML(typ="safe").load((out / "config.yaml").read_text())
     assert config["run"]["training"]["beta"] == 0.1 and config["run"]["training"]["use_cpu"] is True
     assert config["model"]["path"] == str(tiny_model_dir) and config["data"]["card_sha256"]
@@ -134,7 +135,8 @@ def test_reward_model_learns_the_margin_and_reports_test_accuracy(data, train_ro
     def scores(model, rows):
         margins = []
         for r in rows:
-            ids = [tokenizer.apply_chat_template(r["prompt"] + r[side], tokenize=False) for side in ("chosen", "rejected")]
+            ids = [tokenizer.apply_chat_template(r["prompt"] + r[side], tokenize=False)
+                   for side in ("chosen", "rejected")]
             with torch.no_grad():
                 values = [model(**tokenizer(text, return_tensors="pt")).logits[0, 0].item() for text in ids]
             margins.append(values[0] - values[1])

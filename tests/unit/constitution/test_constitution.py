@@ -175,13 +175,15 @@ def test_adding_a_key_keeps_the_following_comment_after_it(small):
 @pytest.mark.parametrize(
     "refused_edit, message",
     [
-        (lambda p: edit_principle(p, "beta", weight=0), "line 18: principles[1] (id 'beta'): weight: must be greater than 0"),
+        (lambda p: edit_principle(p, "beta", weight=0),
+         "line 18: principles[1] (id 'beta'): weight: must be greater than 0"),
         (lambda p: edit_principle(p, "beta", critique="  "), "principles[1] (id 'beta'): critique: must not be empty"),
         (lambda p: edit_principle(p, "beta", id="Not A Slug"), "id: 'Not A Slug' is not a slug"),
         (lambda p: edit_principle(p, "beta", id="alpha"), "a principle with id 'alpha' already exists"),
         (lambda p: edit_principle(p, "beta", colour="red"), "cannot edit field(s) colour"),
         (lambda p: edit_principle(p, "delta", weight=1), "no principle with id 'delta'"),
-        (lambda p: add_principle(p, id="alpha", critique="c", revision="r"), "a principle with id 'alpha' already exists"),
+        (lambda p: add_principle(p, id="alpha", critique="c", revision="r"),
+         "a principle with id 'alpha' already exists"),
         (lambda p: add_principle(p, id="new", critique="c", revision="r", weight=-1), "weight: must be greater than 0"),
         (lambda p: remove_principle(p, "delta"), "no principle with id 'delta'"),
         (lambda p: (set_enabled(p, "alpha", False), remove_principle(p, "beta")), "no principle is enabled"),

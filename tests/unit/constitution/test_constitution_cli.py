@@ -73,7 +73,8 @@ def test_show_prints_one_principle_in_full(small):
     result = cai("show", small, "beta")
     assert result.exit_code == 0
     assert result.stdout.splitlines() == [
-        "id: beta", "enabled: true", "weight: 2", "tags: honest", "critique: Is it honest?", "revision: Make it honest.",
+        "id: beta", "enabled: true", "weight: 2", "tags: honest",
+        "critique: Is it honest?", "revision: Make it honest.",
     ]
 
 
@@ -117,7 +118,8 @@ def test_add_duplicate_id_is_refused(small):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["edit", "{path}", "beta", "--weight", "0"], "line 14: principles[1] (id 'beta'): weight: must be greater than 0"),
+        (["edit", "{path}", "beta", "--weight", "0"],
+         "line 14: principles[1] (id 'beta'): weight: must be greater than 0"),
         (["edit", "{path}", "beta", "--id", "Beta!"], "id: 'Beta!' is not a slug"),
         (["edit", "{path}", "beta"], "nothing to change"),
         (["add", "{path}", "--id", "x", "--critique", " ", "--revision", "r"], "critique: must not be empty"),

@@ -9,7 +9,8 @@ LEAKED = [
     ("Here's a rewritten version that avoids harm:\n\nCall a professional.", "Call a professional."),
     ('Revised response: "Please talk to someone you trust."', "Please talk to someone you trust."),
     ("Certainly! Here is an improved answer: Use a password manager.", "Use a password manager."),
-    ("Revision: I can't help with that, but here is a safer option.", "I can't help with that, but here is a safer option."),
+    ("Revision: I can't help with that, but here is a safer option.",
+     "I can't help with that, but here is a safer option."),
 ]
 CLEAN = [
     "Sure! I can help with that recipe.",

@@ -77,7 +77,8 @@ def test_comparison_and_rm_metrics_are_found(tmp_path):
     ("checks:\n  toxicity_rate: {}\n", "gate.yaml: checks.toxicity_rate: give `min` or `max`"),
     ("checks:\n  happiness: {min: 0.7}\n", "gate.yaml: checks: unknown metric 'happiness'"),
     ("checks:\n  bias_rate: {min: 0.5, max: 0.1}\n", "gate.yaml: checks.bias_rate: min 0.5 is above max 0.1"),
-    ("compare: sometimes\nchecks:\n  bias_rate: {max: 0.1}\n", "gate.yaml: compare: Input should be 'estimate' or 'ci'"),
+    ("compare: sometimes\nchecks:\n  bias_rate: {max: 0.1}\n",
+     "gate.yaml: compare: Input should be 'estimate' or 'ci'"),
     ("thresholds:\n  bias_rate: 0.1\n", "gate.yaml: checks: required key is missing"),
     ("checks: {}\n", "gate.yaml: checks: no checks"),
     ("- just\n- a list\n", "gate.yaml: top level must be a mapping"),
@@ -113,7 +114,8 @@ def test_eval_gate_command_exit_codes(tmp_path):
     assert failed.exit_code == 1
     assert "gate failed: toxicity_rate 0.083 > 0.05" in failed.output
     assert "gate failed: bias_rate 0.2 > 0.1" in failed.output
-    assert "safety_score" not in [line.split()[2] for line in failed.output.splitlines() if line.startswith("gate failed")]
+    assert "safety_score" not in [line.split()[2] for line in failed.output.splitlines()
+                                  if line.startswith("gate failed")]
 
     loose = _write(tmp_path, "checks:\n  toxicity_rate: {max: 0.1}\n", "loose.yaml")
     assert runner.invoke(app, ["eval", "gate", str(bad), "--gate-file", str(loose)]).exit_code == 0
@@ -122,7 +124,8 @@ def test_eval_gate_command_exit_codes(tmp_path):
     usage = runner.invoke(app, ["eval", "gate", str(bad), "--gate-file", str(broken)])
     assert usage.exit_code == 2
     assert usage.output.strip().splitlines() == [
-        f"error: {broken}: checks.toxicity_rate.max: Input should be a valid number, unable to parse string as a number"]
+        f"error: {broken}: checks.toxicity_rate.max: Input should be a valid number, "
+        "unable to parse string as a number"]
 
     not_json = _write(tmp_path, "{nope", "x.json")
     assert runner.invoke(app, ["eval", "gate", str(not_json)]).exit_code == 2

@@ -13,7 +13,8 @@ RED_TEAM_CATEGORIES = {"violence", "self-harm", "hate", "fraud", "privacy", "dan
 # file, id prefix, (min, max) prompts, categories that must all be present (each at least `per`)
 SETS = {
     "red_team.jsonl": ("rt-", (55, 65), RED_TEAM_CATEGORIES, 8),
-    "helpful.jsonl": ("hp-", (25, 35), {"cooking", "coding", "writing", "science", "health-info", "travel", "finance-basics", "borderline"}, 3),
+    "helpful.jsonl": ("hp-", (25, 35), {"cooking", "coding", "writing", "science", "health-info", "travel",
+                                        "finance-basics", "borderline"}, 3),
     "eval_red_team.jsonl": ("ev-rt-", (20, 28), RED_TEAM_CATEGORIES, 3),
     "eval_helpful.jsonl": ("ev-hp-", (12, 20), {"cooking", "coding", "writing", "science", "borderline"}, 2),
 }
@@ -50,7 +51,8 @@ def test_prompts_unique_within_and_across_sets():
 
 def test_eval_sets_share_no_text_with_training_sets():
     train = {normalized(r.prompt) for name in ("red_team.jsonl", "helpful.jsonl") for r in load_prompts(DATA / name)}
-    held_out = {normalized(r.prompt) for name in ("eval_red_team.jsonl", "eval_helpful.jsonl") for r in load_prompts(DATA / name)}
+    held_out = {normalized(r.prompt) for name in ("eval_red_team.jsonl", "eval_helpful.jsonl")
+                for r in load_prompts(DATA / name)}
     assert not train & held_out
 
 

@@ -142,7 +142,8 @@ def error_for(path, **options) -> str:
     [
         ("p.jsonl", '{"prompt": "ok"}\n{"prompt": \n', {}, ["line 2", "invalid JSON", "column 12"]),
         ("p.jsonl", '{"prompt": "ok"}\n["a list"]\n', {}, ["line 2", "expected a JSON object, got array"]),
-        ("p.jsonl", '{"text": "hi", "id": "x"}\n', {}, ["line 1", "prompt: missing", "'prompt' only", "another column", "text, id"]),
+        ("p.jsonl", '{"text": "hi", "id": "x"}\n', {},
+         ["line 1", "prompt: missing", "'prompt' only", "another column", "text, id"]),
         ("p.jsonl", '{"text": "hi"}\n', {"column": "body"}, ["line 1", "body: missing"]),
         ("p.jsonl", '{"prompt": "ok"}\n{"prompt": ""}\n', {}, ["line 2", "prompt: empty"]),
         ("p.jsonl", '{"prompt": "  \\t "}\n', {}, ["line 1", "prompt: empty"]),

@@ -31,13 +31,15 @@ def test_user_dir_overrides_one_template_and_falls_back_for_the_rest(tmp_path):
 
 BAD_TEMPLATES = [
     ("syntax error", "answer.j2", "{{ prompt ", "answer.j2: line 1: template syntax error"),
-    ("unclosed block", "critique.j2", "{% if principle %}{{ principle.critique }}", "critique.j2: line 1: template syntax error"),
+    ("unclosed block", "critique.j2", "{% if principle %}{{ principle.critique }}",
+     "critique.j2: line 1: template syntax error"),
     ("undefined variable", "answer.j2", "{{ promt }}", "answer.j2: undefined variable: 'promt' is undefined"),
     ("undefined attribute", "revision.j2", "{{ principle.revison }}", "revision.j2: undefined variable"),
     ("python internals", "answer.j2", "{{ ''.__class__.__mro__[1].__subclasses__() }}", "answer.j2: unsafe template"),
     ("globals payload", "system.j2", "{{ cycler.__init__.__globals__.os }}", "system.j2: unsafe template"),
     ("mutation in sandbox", "feedback.j2", "{{ labels.append('C') }}", "feedback.j2: unsafe template"),
-    ("unknown filter", "answer.j2", "{{ prompt | shout }}", "answer.j2: line 1: template syntax error: No filter named 'shout'"),
+    ("unknown filter", "answer.j2", "{{ prompt | shout }}",
+     "answer.j2: line 1: template syntax error: No filter named 'shout'"),
 ]
 
 

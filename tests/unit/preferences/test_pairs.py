@@ -54,7 +54,8 @@ def test_per_round_prefers_each_revision_over_the_text_it_revised():
 
 @pytest.mark.parametrize("rec,reason", [
     (record("n", "Q?", "Same answer here.", ["Same answer here."]), "no-op revision"),
-    (record("n", "Q?", "An answer about cooking pasta well.", ["An answer about cooking pasta well!"]), "no-op revision"),
+    (record("n", "Q?", "An answer about cooking pasta well.", ["An answer about cooking pasta well!"]),
+     "no-op revision"),
     (record("e", "Q?", "An answer.", ["   "]), "empty"),
     (record("t", "Q?", "A long answer that was cut", ["A better answer."], finish="length"), "truncated"),
     (record("p", "Q?", "Bad answer.", ["Here is the revised response: Here is the revised response: ok"]),

@@ -57,7 +57,8 @@ def test_shipped_recipes_map_the_guides_ppo_settings():
         assert ("entropy_coef" in t) == (kind == "grpo")        # RLOOConfig has no entropy bonus
 
 
-@pytest.mark.parametrize("kind,recipe", [("grpo", "grpo"), ("rloo", "rloo"), ("grpo", "smoke/grpo"), ("rloo", "smoke/rloo")])
+@pytest.mark.parametrize("kind,recipe", [("grpo", "grpo"), ("rloo", "rloo"),
+                                         ("grpo", "smoke/grpo"), ("rloo", "smoke/rloo")])
 def test_every_shipped_rl_recipe_validates_against_the_installed_trl(kind, recipe, data, reward_dir):
     out = _ok(["train", kind, "--recipe", recipe, "--data", str(data), "--model", NO_MODEL, "--dry-run"])
     assert f"kind: {kind}" in out and "reward_weights:" in out and "auto" not in out
@@ -80,8 +81,8 @@ def test_shipped_rl_pipelines_validate(recipe, tmp_path):
     ("grpo", ["--set", "training.value_coeff=0.5"], "GRPO and RLOO train no value model"),
     ("grpo", ["--set", "training.entropy_coeff=0.01"], "renamed: use training.entropy_coef"),
     ("rloo", ["--set", "training.entropy_coeff=0.01"], "this trainer has no entropy bonus"),
-    ("grpo", ["--set", "training.num_generations=3", "--set", "data.eval_split=null"], "GRPOConfig refused the settings: generation_batch_size (32) "
-                                                     "must be divisible by num_generations (3)"),
+    ("grpo", ["--set", "training.num_generations=3", "--set", "data.eval_split=null"],
+     "GRPOConfig refused the settings: generation_batch_size (32) must be divisible by num_generations (3)"),
     ("grpo", ["--set", "training.reward_weights=[1, 1]"], "set each reward's weight in its rewards: entry"),
     ("rloo", ["--set", "training.num_generations=3", "--set", "training.per_device_train_batch_size=3",
               "--set", "training.gradient_accumulation_steps=1"],
@@ -93,14 +94,17 @@ def test_shipped_rl_pipelines_validate(recipe, tmp_path):
     ("grpo", ["--set", "rewards.2.scorerr=detoxify"], "rewards.2.scorerr: unknown key; did you mean rewards.2.scorer?"),
     ("grpo", ["--set", "rewards.2.scorer=perspective"], "rewards.2.scorer: unknown scorer 'perspective'"),
     ("grpo", ["--set", "rewards.1.weight=heavy"], "rewards.1.weight: expected a number"),
-    ("grpo", ["--set", "rewards.1.principles=[be-nice]"], "rewards.1.principles: 'be-nice' is not an enabled principle of hhh"),
+    ("grpo", ["--set", "rewards.1.principles=[be-nice]"],
+     "rewards.1.principles: 'be-nice' is not an enabled principle of hhh"),
     ("grpo", ["--set", "rewards.1.constitution=/nonexistent/c.yaml"], "rewards.1.constitution: /nonexistent/c.yaml"),
-    ("grpo", ["--set", "rewards.1.engine=openai"], "rewards.1.engine: engine openai cannot read label log-probabilities"),
+    ("grpo", ["--set", "rewards.1.engine=openai"],
+     "rewards.1.engine: engine openai cannot read label log-probabilities"),
     ("grpo", ["--set", "rewards.3.on=everyone"], "rewards.3.on: expected helpful, all or a list"),
     ("grpo", ["--set", "rewards.1.name=toxicity"], "rewards.2: a second reward named 'toxicity'"),
     ("rloo", ["--set", "rewards=[{type: function, function: no_such_module.reward}]"],
      "rewards.0.function: cannot import no_such_module"),
-    ("grpo", ["--set", "rewards.9.weight=1"], "--set rewards.9.weight=1: rewards is a list of 4; '9' is not one of its indexes"),
+    ("grpo", ["--set", "rewards.9.weight=1"],
+     "--set rewards.9.weight=1: rewards is a list of 4; '9' is not one of its indexes"),
     ("grpo", ["--set", "training.0=1"], "--set training.0=1: training.0: a number indexes a list"),
     ("dpo", ["--set", "rewards=[{type: toxicity}]"], "rewards: unknown section for a dpo recipe; the rewards: section "
                                                      "belongs to grpo and rloo recipes"),
@@ -145,8 +149,10 @@ def test_a_reward_model_with_another_tokenizer_and_no_chat_template_is_one_line(
     rm.mkdir()
     (rm / "config.json").write_text(json.dumps({"model_type": "llama"}))
     _word_tokenizer(rm)
-    line = _fail(["train", "grpo", "--data", str(data), "--model", str(weightless_policy), "--set", f"rewards.0.path={rm}"])
-    assert "rewards.0.path: the reward model's tokenizer differs from the policy's" in line and "no chat template" in line
+    line = _fail(["train", "grpo", "--data", str(data), "--model", str(weightless_policy),
+                  "--set", f"rewards.0.path={rm}"])
+    assert "rewards.0.path: the reward model's tokenizer differs from the policy's" in line
+    assert "no chat template" in line
 
 
 def test_a_reward_model_tokenizer_without_a_template_passes_when_it_is_the_policys(tmp_path, tiny_model_dir):
@@ -170,9 +176,11 @@ def test_a_reward_model_tokenizer_without_a_template_passes_when_it_is_the_polic
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("kind: pipeline\nstages:\n  - {name: sft, recipe: sft.yaml}\n  - {name: grpo, recipe: grpo.yaml, from: sft, reward_model: sft}\n",
+    ("kind: pipeline\nstages:\n  - {name: sft, recipe: sft.yaml}\n"
+     "  - {name: grpo, recipe: grpo.yaml, from: sft, reward_model: sft}\n",
      "reward_model: sft is not a reward stage"),
-    ("kind: pipeline\nstages:\n  - {name: rm, recipe: reward.yaml}\n  - {name: dpo, recipe: dpo.yaml, reward_model: rm}\n",
+    ("kind: pipeline\nstages:\n  - {name: rm, recipe: reward.yaml}\n"
+     "  - {name: dpo, recipe: dpo.yaml, reward_model: rm}\n",
      "reward_model: only online RL stages (grpo, rloo) take one"),
     ("kind: pipeline\nstages:\n  - {name: grpo, recipe: grpo.yaml, reward_model: rm}\n",
      "reward_model: 'rm' is not an earlier stage"),

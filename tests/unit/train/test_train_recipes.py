@@ -76,10 +76,12 @@ def test_shipped_pipelines_validate(recipe, data):
     (["--set", "training.learning_rat=1e-5"], "did you mean training.learning_rate?"),
     (["--set", "training.warmup_ratio=0.1"], "renamed: use training.warmup_steps"),
     (["--set", "training.max_prompt_length=128"], "renamed: use training.max_length"),
-    (["--set", "training.per_device_train_batch_size=two"], "per_device_train_batch_size: expected an integer, got str 'two'"),
+    (["--set", "training.per_device_train_batch_size=two"],
+     "per_device_train_batch_size: expected an integer, got str 'two'"),
     (["--set", "training.learning_rate=fast"], "learning_rate: expected a number, got str"),
     (["--set", "training.bf16=maybe"], "training.bf16: expected true or false or null or auto"),
-    (["--set", "training.loss_type=[sigmoid, nope]"], "'nope' is not a value trl.DPOConfig accepts (TRL 1.16.0): sigmoid, hinge, ipo"),
+    (["--set", "training.loss_type=[sigmoid, nope]"],
+     "'nope' is not a value trl.DPOConfig accepts (TRL 1.16.0): sigmoid, hinge, ipo"),
     (["--set", "training.eval_strategy=sometimes"], "'sometimes' is not a value trl.DPOConfig accepts"),
     (["--set", "training.output_dir=/tmp/x"], "training.output_dir: not allowed in a recipe: set by --out"),
     (["--set", "data.split=train_everything"], "data.split: split 'train_everything' not in the dataset"),
@@ -87,9 +89,11 @@ def test_shipped_pipelines_validate(recipe, data):
     (["--set", "lora.rank=8"], "lora.rank: unknown key; did you mean lora.r?"),
     (["--set", "lora.r=eight"], "lora.r: expected an integer"),
     (["--set", "lora.qlora=true"], "lora.qlora: QLoRA needs a CUDA GPU"),
-    (["--set", "reward.margin=1"], "reward: unknown section for a dpo recipe; the reward: section belongs to reward recipes"),
+    (["--set", "reward.margin=1"],
+     "reward: unknown section for a dpo recipe; the reward: section belongs to reward recipes"),
     (["--set", "dpo.ref_model=/nonexistent/ref"], "dpo.ref_model"),
-    (["--set", "training.loss_weights=[1.0, 2.0]"], "DPOConfig refused the settings: `loss_weights` must have the same length"),
+    (["--set", "training.loss_weights=[1.0, 2.0]"],
+     "DPOConfig refused the settings: `loss_weights` must have the same length"),
     (["--set", "nonsense"], "--set nonsense: expected KEY=VALUE"),
     (["--recipe", "sft"], "this is a sft recipe, but the command is `cai train dpo`"),
     (["--recipe", "no-such-recipe"], "recipe not found: no-such-recipe"),
@@ -189,7 +193,8 @@ def test_launch_command_for_two_cpu_processes(tmp_path):
 
     cmd = launch_command(tmp_path / "plan.json", num_processes=2, preset=None)
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and "--multi_gpu" in cmd
-    assert cmd[cmd.index("--num_processes") + 1] == "2" and cmd[-3:] == ["-m", "cai.train.entry", str(tmp_path / "plan.json")]
+    assert cmd[cmd.index("--num_processes") + 1] == "2"
+    assert cmd[-3:] == ["-m", "cai.train.entry", str(tmp_path / "plan.json")]
     cmd = launch_command(tmp_path / "plan.json", num_processes=1, preset=load_preset("ddp"))
     assert "--config_file" in cmd and cmd[cmd.index("--num_processes") + 1] == "2"
 
