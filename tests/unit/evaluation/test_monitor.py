@@ -1,6 +1,6 @@
 """`cai monitor`: logged responses scored per window with eval's classifiers, against thresholds and a baseline.
 
-The judge and `--follow` (a growing file read by a separate process) are in tests/integration/test_monitor.py.
+The judge and `--follow` (a growing file read by a separate process) are in tests/integration/test_monitor_stream.py.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ split files, WebGPT's nested question, cai-conversation-harmless's columns, spli
 and constitution.json). The tests also lay them out as the Hugging Face caches do
 on disk (hub snapshots with gzipped or parquet files, datasets-cache arrow files,
 save_to_disk folders) and read them offline. Training on each import is in
-tests/integration/test_imports.py.
+tests/integration/test_imports_pipeline.py.
 """
 
 from __future__ import annotations
