@@ -58,6 +58,18 @@ def read_json(path: str | Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def load_json(path: str | Path, what: str = "file") -> Any:
+    """The JSON in `path` that the user named; a missing or broken file is a one-line CaiError."""
+    from cai.errors import CaiError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CaiError(f"{path}: {what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CaiError(f"{path}: not valid JSON ({err})") from None
+
+
 def read_jsonl(path: str | Path, limit: int | None = None) -> list[dict]:
     """The JSON objects of a JSONL file; bad or torn lines are skipped, never fatal."""
     rows: list[dict] = []

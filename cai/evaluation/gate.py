@@ -166,16 +166,11 @@ def gate_summary(gate: GateConfig, results: list[CheckResult], source: str | Non
 
 def load_results(paths: list[str]) -> list[dict]:
     """Saved eval results (metrics.json of `cai eval`, rm.json of `cai eval rm`), each checked to be one."""
-    import json
+    from cai.io import load_json
 
     loaded = []
     for path in paths:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CaiError(f"{path}: file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise CaiError(f"{path}: not valid JSON ({err})") from None
+        data = load_json(path)
         if not isinstance(data, dict) or "metrics" not in data:
             raise CaiError(f"{path}: not a cai eval result (no `metrics`)")
         loaded.append(data)

@@ -36,6 +36,7 @@ from pathlib import Path
 from cai.errors import CaiError, SettingError, located
 from cai.evaluation.config import MonitorConfig
 from cai.evaluation.metrics import METRICS
+from cai.io import load_json
 
 MONITOR_METRICS = ("safety_score", "harmless_rate", "toxicity_rate", "mean_toxicity", "bias_rate", "refusal_rate")
 JUDGE_METRICS = ("safety_score", "harmless_rate")
@@ -203,12 +204,7 @@ def estimates(rows: list[dict], *, n_resamples: int, seed: int) -> dict:
 
 def load_baseline(path: str) -> tuple[dict, float | None]:
     """({metric: {value, ci}}, its toxicity threshold) from a `cai eval` metrics.json or a monitor.json."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CaiError(f"{path}: baseline file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CaiError(f"{path}: not valid JSON ({err})") from None
+    data = load_json(path, "baseline file")
     if isinstance(data, dict) and data.get("kind") == "cai-monitor":
         return data["overall"]["metrics"], (data.get("config") or {}).get("toxicity_threshold")
     metrics = data.get("metrics") if isinstance(data, dict) else None
