@@ -81,7 +81,8 @@ class ToxicityEntry(RewardEntry):
 
 @dataclass
 class RefusalEntry(RewardEntry):
-    """`on`: `helpful` (cai's helpful categories, `cai.refusal.HELPFUL_CATEGORIES`), `all`, or a list of categories."""
+    """`on`: `helpful` (cai's helpful categories, `cai.evaluation.refusal.HELPFUL_CATEGORIES`), `all`, or a
+    list of categories."""
 
     type: ClassVar[str] = "refusal"
     on: list[str] | str = "helpful"
