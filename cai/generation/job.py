@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from cai.constitution import constitution_hash, load_constitution
+from cai.constitution import constitution_hash, enabled_principles, load_constitution
 from cai.engines.base import Conversation, Engine, PromptRejected, SamplingParams
 from cai.errors import CaiError
 from cai.generation import conversation as conv
@@ -85,7 +85,7 @@ def prompt_limit(engine: Engine, cfg: GenerateConfig, templates: Templates, cons
     """The prompt-token limit of this run: --max-prompt-tokens, or what leaves room for every stage."""
     first = conv.answer_conversation(templates, constitution, "", "", cfg.few_shot)
     later: list[Conversation] = []
-    enabled = [p for p in constitution.principles if p.enabled]
+    enabled = enabled_principles(constitution)
     if enabled:
         longest = max(enabled, key=lambda p: len(p.critique) + len(p.revision))
         for r in range(1, rounds + 1):

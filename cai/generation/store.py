@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from cai.errors import CaiError
-from cai.io import read_jsonl_records, write_atomic
+from cai.io import read_jsonl_records, write_atomic, write_jsonl
 
 # What must match for two runs (or a run and its resume) to hold comparable records.
 FINGERPRINT_KEYS = (
@@ -150,7 +150,7 @@ class RunStore:
             return 0
         done = self.done_ids()
         latest = {r["id"]: r for r in read_jsonl_records(self.failed_path) if r["id"] not in done}
-        write_atomic(self.failed_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in latest.values()))
+        write_jsonl(self.failed_path, latest.values())
         return len(latest)
 
     def append_line(self, path: Path, row: dict) -> None:

@@ -216,7 +216,6 @@ class CopySources:
                 labels = self.grams.setdefault(gram, [])
                 if label not in labels:
                     labels.append(label)
-        self._keys = frozenset(self.grams)      # intersection with a short list iterates the list only
         # Any run of n shared words holds a shared m-gram (m = n - step + 1) starting at a multiple of
         # `step`: probing those few positions first rules out nearly every pair at a quarter of the cost.
         self._step = max(1, min_words // 2)
@@ -254,7 +253,7 @@ class CopySources:
             if i < 0 or i + n > len(tokens):
                 return False
             gram = tuple(tokens[i:i + n])
-            if gram not in self._keys:
+            if gram not in self.grams:
                 return False
             if asked is None:
                 asked = set(ngrams(_as_text(prompt).words, n))

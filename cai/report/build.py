@@ -672,8 +672,6 @@ def build_report(cfg: ReportConfig) -> Path:
     run_dir = Path(run)
     if not run_dir.is_dir():
         raise CaiError(f"{run}: run directory not found")
-    if samples < 0:
-        raise CaiError(f"--samples: must be 0 or more, got {samples}")
     html = render(collect(run_dir, samples=samples, score=score, seed=seed))
     path = Path(out) if out else run_dir / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)

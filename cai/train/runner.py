@@ -548,8 +548,6 @@ def _execute(plan: RunPlan, *, checked: Checked | None) -> dict | None:
             "world_size": args.world_size, "out": str(out), "merged": str(merged) if merged else None,
             "resumed_from": Path(plan.resume_from).name if plan.resume_from else None,
             "model": plan.model_name, "adapter": adapter, "rss_before_model_mib": rss_before_model})
-        from cai.io import write_atomic
-
         write_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
         resolved_view = recipe.to_dict() | {"model": plan.model, "training": {k: resolved[k] for k in sorted(resolved)}}
         (out / "README.md").write_text(S.model_card(

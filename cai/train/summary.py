@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cai.train.recipe import ONLINE_KINDS
+
 # Which logged metric means what, per trainer (TRL 1.16 names).
 ACCURACY_KEYS = {"dpo": "rewards/accuracies", "reward": "accuracy", "sft": "mean_token_accuracy"}
 MARGIN_KEYS = {"dpo": "rewards/margins", "reward": "margin"}
@@ -109,14 +111,12 @@ def summarize(kind: str, log_history: list[dict], *, eval_metrics: dict | None =
                    if "num_tokens" in row and "eval_loss" not in row), None)
     summary["tokens"] = tokens
     summary["tokens_per_s"] = round(tokens / runtime, 1) if tokens and runtime else None
-    if kind in ONLINE:
+    if kind in ONLINE_KINDS:
         summary.update(online_summary(log_history, eval_metrics))
     summary.update(peak_memory())
     summary.update(extra or {})
     return {k: _clean(v) for k, v in summary.items()}
 
-
-ONLINE = ("grpo", "rloo")
 
 
 def online_summary(log_history: list[dict], eval_metrics: dict) -> dict:
