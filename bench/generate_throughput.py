@@ -223,6 +223,8 @@ def plain_vllm(model_path: str, info: dict, replays, shape: dict, args) -> list[
     """The same conversations through a plain `vllm.LLM.chat`, with the settings cai's engine resolved."""
     from vllm import LLM, SamplingParams
 
+    from cai.engines.base import Completion
+
     for key in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND"):
         if key in info:
             os.environ[key] = info[key]
@@ -244,18 +246,13 @@ def plain_vllm(model_path: str, info: dict, replays, shape: dict, args) -> list[
             for conversations, params, _ in calls:
                 outs = llm.chat(conversations, SamplingParams(max_tokens=params.max_new_tokens, temperature=0.0,
                                                               seed=params.seed), use_tqdm=False)
-                done.append((conversations, params, [_Usage(len(o.prompt_token_ids), len(o.outputs[0].token_ids))
-                                                     for o in outs]))
+                usage = [Completion("", len(o.prompt_token_ids), len(o.outputs[0].token_ids)) for o in outs]
+                done.append((conversations, params, usage))
         row = _row("plain", "vllm.LLM.chat", info["dtype"], new, shots, time.perf_counter() - start, done, shape,
                    peak.mib, args)
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
-
-
-class _Usage:
-    def __init__(self, prompt_tokens: int, completion_tokens: int):
-        self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens
 
 
 # ----------------------------------------------------------------------------- --overhead: (a), (b), (c)
@@ -296,12 +293,12 @@ def bench_overhead(name: str, args) -> dict:
     result = {"engine": name, "transformers": transformers.__version__, "prompts": args.prompts, "rounds": args.rounds,
               "max_new_tokens": new, "few_shot": args.few_shot[0], "engine_start_s": round(load_s, 1),
               "a_cai_batched_s": round(a_s, 1), "c_raw_engine_s": round(c_s, 1),
-              "a_tokens": a_sum["completion tokens"], "c_tokens": raw_tokens,
-              "a_tokens_per_s": round(a_sum["completion tokens"] / a_s, 1),
+              "a_tokens": a_sum.completion_tokens, "c_tokens": raw_tokens,
+              "a_tokens_per_s": round(a_sum.completion_tokens / a_s, 1),
               "overhead_a_vs_c": round(a_s / c_s - 1, 4)}
     if not args.skip_single:
         b_s, b_sum = cai_run(Recording(engine), sel, os.path.join(tmp, "b"), batch_size=1, **common)
-        result.update({"b_one_at_a_time_s": round(b_s, 1), "b_tokens": b_sum["completion tokens"],
+        result.update({"b_one_at_a_time_s": round(b_s, 1), "b_tokens": b_sum.completion_tokens,
                        "speedup_a_over_b": round(b_s / a_s, 2)})
     engine.close()
     print(json.dumps(result), flush=True)
