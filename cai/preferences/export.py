@@ -32,16 +32,28 @@ EMPTY_PREF = {
 }
 
 
+def prompt_key(row: dict) -> str:
+    """What makes two rows the same prompt for the splits: its first turn, normalized."""
+    return normalize(row["prompt"][0]["content"])
+
+
+def drop_leaks(train: list[dict], test_prompts: set[str]) -> tuple[list[dict], list[dict]]:
+    """(kept, leaked): train rows whose prompt is not / is one of `test_prompts` (prompt keys)."""
+    kept, leaked = [], []
+    for r in train:
+        (leaked if prompt_key(r) in test_prompts else kept).append(r)
+    return kept, leaked
+
+
 def split_by_prompt(rows: list[dict], test_share: float, seed: int) -> tuple[list[dict], list[dict]]:
     """Seeded prompt-level split; at least one prompt in test whenever there are two or more."""
     if not 0 <= test_share < 1:
         raise CaiError(f"--test-share: must be in [0, 1), got {test_share}")
-    keys = sorted({normalize(r["prompt"][0]["content"]) for r in rows},
+    keys = sorted({prompt_key(r) for r in rows},
                   key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
     n_test = 0 if len(keys) < 2 else min(len(keys) - 1, max(1, round(test_share * len(keys))))
     test_keys = set(keys[:n_test])
-    train = [r for r in rows if normalize(r["prompt"][0]["content"]) not in test_keys]
-    test = [r for r in rows if normalize(r["prompt"][0]["content"]) in test_keys]
+    train, test = drop_leaks(rows, test_keys)
     return train, test
 
 
@@ -52,11 +64,7 @@ def split_by_ids(rows: list[dict], test_ids: set[str]) -> tuple[list[dict], list
     caller), so the test split stays unseen in training whatever the source did.
     """
     test = [r for r in rows if r["generation_id"] in test_ids]
-    test_keys = {normalize(r["prompt"][0]["content"]) for r in test}
-    train, leaked = [], []
-    for r in rows:
-        if r["generation_id"] not in test_ids:
-            (leaked if normalize(r["prompt"][0]["content"]) in test_keys else train).append(r)
+    train, leaked = drop_leaks([r for r in rows if r["generation_id"] not in test_ids], {prompt_key(r) for r in test})
     return train, test, leaked
 
 

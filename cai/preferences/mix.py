@@ -63,21 +63,19 @@ class _Loaded:
 
 def mix_datasets(cfg: MixConfig) -> MixSummary:
     """Write the mixed dataset to cfg.out; return the split counts and the per-source figures."""
-    from cai.preferences.export import TEST_PROMPT_IN_TRAIN, write_dataset
-    from cai.text import normalize
+    from cai.preferences.export import TEST_PROMPT_IN_TRAIN, drop_leaks, prompt_key, write_dataset
 
     notes: list[str] = []
     dropped: Counter = Counter()
     loaded = [_load(path, _name(path, i, cfg.datasets), notes, dropped) for i, path in enumerate(cfg.datasets)]
     # Leaks are removed before sampling, so the mix keeps the shares it promises.
-    test_prompts = {normalize(r["prompt"][0]["content"]) for src in loaded for r in src.test}
+    test_prompts = {prompt_key(r) for src in loaded for r in src.test}
     dropped_rows = []
     for src in loaded:
-        leaked = [r for r in src.train if normalize(r["prompt"][0]["content"]) in test_prompts]
+        src.train, leaked = drop_leaks(src.train, test_prompts)
         if leaked:
             dropped[TEST_PROMPT_IN_TRAIN] += len(leaked)
             dropped_rows += [{**r, "drop_reason": TEST_PROMPT_IN_TRAIN, "drop_detail": ""} for r in leaked]
-            src.train = [r for r in src.train if normalize(r["prompt"][0]["content"]) not in test_prompts]
         if not src.train:
             raise CaiError(f"{src.path}: no train rows to mix (splits read: {', '.join(TRAIN_SPLITS)})")
     sizes = [len(src.train) for src in loaded]

@@ -96,8 +96,9 @@ class Importer(ABC):
         counts = write_dataset(rows, self.cfg.out, test_ids=test_ids, dropped_rows=dropped_rows,
                                meta={**meta, "description": self.description,
                                      "pretty_name": f"{self.name} preference data (imported)"})
-        if leaked_count(rows, counts):
-            meta["dropped"][TEST_PROMPT_IN_TRAIN] = leaked_count(rows, counts)
+        leaked = leaked_count(rows, counts)
+        if leaked:
+            meta["dropped"][TEST_PROMPT_IN_TRAIN] = leaked
         return Written(counts)
 
 
