@@ -37,6 +37,15 @@ class ScorerSettings:
             options[key.strip()] = value
         return options
 
+    def toxicity_scorer(self):
+        """The toxicity classifier these settings name (loads its weights); it must give a `toxicity` column."""
+        from cai.safety.registry import create_scorer
+
+        scorer = create_scorer(self.scorer, **self.scorer_options)
+        if "toxicity" not in scorer.columns:
+            raise SettingError("scorer", f"{self.scorer} has no `toxicity` column; use toxic-bilstm or detoxify")
+        return scorer
+
 
 @dataclass(kw_only=True)
 class EvalConfig(ScorerSettings):

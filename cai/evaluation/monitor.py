@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cai.errors import CaiError, SettingError, located
+from cai.errors import CaiError, located
 from cai.evaluation.config import MonitorConfig
 from cai.evaluation.metrics import METRICS
 from cai.io import load_json
@@ -152,9 +152,7 @@ class Scoring:
     def __init__(self, cfg: MonitorConfig):
         from cai.safety.registry import create_scorer
 
-        self.toxicity = create_scorer(cfg.scorer, **cfg.scorer_options)
-        if "toxicity" not in self.toxicity.columns:
-            raise SettingError("scorer", f"{cfg.scorer} has no `toxicity` column; use toxic-bilstm or detoxify")
+        self.toxicity = cfg.toxicity_scorer()
         self.bias = create_scorer("bias")
         self.judge = create_scorer("judge", model=cfg.judge_model) if cfg.judge_model else None
         self.threshold = cfg.toxicity_threshold
@@ -376,6 +374,13 @@ def run_monitor(cfg: MonitorConfig, *, on_window: Callable[[Window], None] | Non
         if on_window:
             on_window(window)
 
+    def take_full_windows(rows: list[dict]) -> list[dict]:
+        """Score every full window of `rows`; the rest, to wait for more lines."""
+        full = len(rows) - len(rows) % cfg.window
+        for start in range(0, full, cfg.window):
+            take(rows[start:start + cfg.window])
+        return rows[full:]
+
     try:
         last_growth = time.monotonic()
         while True:
@@ -383,9 +388,7 @@ def run_monitor(cfg: MonitorConfig, *, on_window: Callable[[Window], None] | Non
             if new:
                 last_growth = time.monotonic()
             pending += [row for _, row in new]
-            while len(pending) >= cfg.window:
-                take(pending[:cfg.window])
-                pending = pending[cfg.window:]
+            pending = take_full_windows(pending)
             if not cfg.follow:
                 break
             if cfg.idle_timeout is not None and time.monotonic() - last_growth >= cfg.idle_timeout:
@@ -397,9 +400,7 @@ def run_monitor(cfg: MonitorConfig, *, on_window: Callable[[Window], None] | Non
     try:
         if cfg.follow:                        # what came after the last poll, and a torn last line
             pending += [row for _, row in reader.read(final=True)]
-        while len(pending) >= cfg.window:
-            take(pending[:cfg.window])
-            pending = pending[cfg.window:]
+        pending = take_full_windows(pending)
         if pending:
             take(pending, partial=True)
     finally:

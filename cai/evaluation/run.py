@@ -34,7 +34,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from cai.errors import CaiError, SettingError
+from cai.errors import CaiError
 from cai.evaluation.config import EvalConfig
 from cai.evaluation.metrics import METRICS
 from cai.progress import Bars
@@ -207,9 +207,7 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
 
     gate = load_gate(cfg.gate_file)                     # a bad gate file fails before any model loads
     items = _load_sets(cfg)
-    toxicity_scorer = create_scorer(cfg.scorer, **cfg.scorer_options)
-    if "toxicity" not in toxicity_scorer.columns:
-        raise SettingError("scorer", f"{cfg.scorer} has no `toxicity` column; use toxic-bilstm or detoxify")
+    toxicity_scorer = cfg.toxicity_scorer()
     bias_scorer = create_scorer("bias")
     reward = None
     if cfg.reward_model:
