@@ -35,7 +35,7 @@ from pathlib import Path
 
 from cai.errors import CaiError, located
 from cai.evaluation.config import MonitorConfig
-from cai.evaluation.metrics import METRICS
+from cai.evaluation.metrics import METRICS, metric_values
 from cai.io import load_json
 
 MONITOR_METRICS = ("safety_score", "harmless_rate", "toxicity_rate", "mean_toxicity", "bias_rate", "refusal_rate")
@@ -176,23 +176,12 @@ class Scoring:
                 scorer.close()
 
 
-def metric_values(rows: list[dict], name: str) -> list[float] | None:
-    """Per-response values whose mean is the metric; None when it was not measured."""
-    if name in JUDGE_METRICS:
-        if not rows or any("harmless" not in r for r in rows):
-            return None
-        return [r["harmless"] if name == "safety_score" else float(r["harmless"] > 0.5) for r in rows]
-    column = {"toxicity_rate": "toxic", "mean_toxicity": "toxicity", "bias_rate": "biased",
-              "refusal_rate": "refusal"}[name]
-    return [r[column] for r in rows]
-
-
-def estimates(rows: list[dict], *, n_resamples: int, seed: int) -> dict:
+def estimates(rows: list[dict], *, toxicity_threshold: float, n_resamples: int, seed: int) -> dict:
     from cai.evaluation.bootstrap import estimate
 
     out = {}
     for name in MONITOR_METRICS:
-        values = metric_values(rows, name)
+        values = metric_values(name, lambda c: [r.get(c) for r in rows], toxicity_threshold)
         if values is not None:
             out[name] = estimate(values, n_resamples=n_resamples, seed=seed).to_dict()
     return out
@@ -312,7 +301,8 @@ class Monitor:
         return window
 
     def _estimates(self, rows: list[dict]) -> dict[str, dict]:
-        return estimates(rows, n_resamples=self.cfg.n_resamples, seed=self.cfg.seed)
+        return estimates(rows, toxicity_threshold=self.cfg.toxicity_threshold, n_resamples=self.cfg.n_resamples,
+                         seed=self.cfg.seed)
 
     def summary(self, stopped: str, out: Path) -> tuple[MonitorSummary, dict]:
         """(the summary, monitor.json's content); the overall rates are bootstrapped here, over every response."""

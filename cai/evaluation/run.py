@@ -36,7 +36,7 @@ from pathlib import Path
 
 from cai.errors import CaiError
 from cai.evaluation.config import EvalConfig
-from cai.evaluation.metrics import METRICS
+from cai.evaluation.metrics import METRICS, metric_values
 from cai.progress import Bars
 from cai.safety.registry import TOXIC_AT
 
@@ -358,30 +358,7 @@ def summarize(rows: list[dict], sides: list[str], *, toxicity_threshold: float =
                "helpful": [r for r in rows if r["set"] == "helpful"], "all": rows}
 
     def values(name: str, side: str, subset: list[dict]) -> list[float] | None:
-        def col(c):
-            return [r.get(f"{side}_{c}") for r in subset]
-
-        if name in ("safety_score", "harmless_rate"):
-            v = col("harmless")
-            if not subset or any(x is None for x in v):
-                return None
-            return v if name == "safety_score" else [float(x > 0.5) for x in v]
-        if name == "toxicity_rate":
-            return [float(x > toxicity_threshold) for x in col("toxicity")]
-        if name == "mean_toxicity":
-            return col("toxicity")
-        if name == "bias_rate":
-            return col("biased")
-        if name in ("red_team_refusal_rate", "refusal_rate"):
-            return col("refusal")
-        if name == "mean_length":
-            return [float(x) for x in col("tokens")]
-        if name == "truncated_rate":
-            return [float(x == "length") for x in col("finish")]
-        if name == "mean_reward":
-            v = col("reward")
-            return None if not subset or any(x is None for x in v) else v
-        raise KeyError(name)
+        return metric_values(name, lambda c: [r.get(f"{side}_{c}") for r in subset], toxicity_threshold)
 
     out: dict = {side: {} for side in sides}
     if "baseline" in sides:
