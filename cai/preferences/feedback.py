@@ -31,13 +31,16 @@ def compare(engine, templates: Templates, items: list[tuple[str, str, str, objec
             text = templates.render("feedback", prompt=prompt, principle=principle,
                                     response_a=a, response_b=b, labels=list(LABELS))
             chats.append([{"role": "user", "content": text}])
+    # x is shown first as (A), then second as (B)
+    return [{"label": (x_first + x_second) / 2, "position_gap": abs(x_first - x_second)}
+            for x_first, x_second in _both_orders(engine, chats)]
+
+
+def _both_orders(engine, chats: list) -> list[tuple[float, float]]:
+    """For chats that ask each question twice, in one order and then the other: (P(A) of the first asking,
+    P(B) of the second), which both measure the same option; their mean cancels a bias toward a letter."""
     logprobs = engine.label_logprobs(chats, list(LABELS)) if chats else []
-    out = []
-    for i in range(len(items)):
-        x_first = _softmax_first(*logprobs[2 * i])          # x shown as (A)
-        x_second = 1.0 - _softmax_first(*logprobs[2 * i + 1])   # x shown as (B)
-        out.append({"label": (x_first + x_second) / 2, "position_gap": abs(x_first - x_second)})
-    return out
+    return [(_softmax_first(*logprobs[i]), 1.0 - _softmax_first(*logprobs[i + 1])) for i in range(0, len(chats), 2)]
 
 
 def preference_labels(engine, templates: Templates, constitution, items: list[tuple[str, str, str]],
@@ -96,10 +99,4 @@ def _first_option_probabilities(engine, questions: list) -> list[float]:
     for question in questions:
         for labels in (LABELS, LABELS[::-1]):
             chats.append([{"role": "user", "content": question(list(labels))}])
-    logprobs = engine.label_logprobs(chats, list(LABELS))
-    out = []
-    for i in range(len(questions)):
-        first_as_a = _softmax_first(*logprobs[2 * i])                 # labels A=first option
-        first_as_b = 1.0 - _softmax_first(*logprobs[2 * i + 1])       # labels swapped: B=first option
-        out.append((first_as_a + first_as_b) / 2)
-    return out
+    return [(first_as_a + first_as_b) / 2 for first_as_a, first_as_b in _both_orders(engine, chats)]
