@@ -431,7 +431,7 @@ def write_outputs(out: Path, result: dict, rows: list[dict]) -> None:
 
 def plot_rates(result: dict):
     """Each rate per window with its interval; dashed red: thresholds; grey band: the baseline's interval."""
-    from cai.report.build import COLORS, Plot, _plt, _png
+    from cai.pages import COLORS, Plot, png, pyplot
 
     windows = result["windows"]
     names = [n for n in PLOTTED if any(n in w["metrics"] for w in windows)]
@@ -439,7 +439,7 @@ def plot_rates(result: dict):
         return None
     baseline = (result.get("baseline") or {}).get("metrics") or {}
     drifted = {(d["metric"], d["window"]) for d in result["drift"] if d["worse"]}
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(names), 1, figsize=(8.5, 1.9 * len(names) + 0.6), sharex=True, squeeze=False)
     x = [w["index"] for w in windows]
     for ax, name in zip(axes[:, 0], names):
@@ -467,11 +467,11 @@ def plot_rates(result: dict):
                            "x: drift)")
     axes[-1, 0].set_xticks(x if len(x) <= 30 else x[::max(1, len(x) // 30)])
     fig.suptitle("Rates over time", fontsize=10)
-    return Plot("Rates over time", _png(fig), "per-window rates with intervals, thresholds and baseline")
+    return Plot("Rates over time", png(fig), "per-window rates with intervals, thresholds and baseline")
 
 
 def render_html(result: dict, rows: list[dict]) -> str:
-    from cai.report.build import environment
+    from cai.pages import environment
 
     worst = sorted(rows, key=lambda r: -r.get("toxicity", 0.0))[:5]
     return environment().get_template(TEMPLATE).render(

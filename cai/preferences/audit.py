@@ -160,7 +160,7 @@ def render_html(audit: Audit) -> str:
     """A small self-contained page in the report's style: the tables and flagged pairs side by side."""
     import time
 
-    from cai.report.build import environment
+    from cai.pages import environment
 
     return environment().get_template("audit.html.j2").render(
         audit=audit, created=time.strftime("%Y-%m-%d %H:%M:%S %Z"), name=Path(audit.source).resolve().name)

@@ -26,8 +26,6 @@ All text from the run is HTML-escaped (Jinja2 autoescape).
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 import random
 import statistics
@@ -37,15 +35,13 @@ from pathlib import Path
 
 from cai.errors import CaiError
 from cai.io import read_json, read_jsonl
+from cai.pages import COLORS, Plot, environment, png, pyplot
 from cai.preferences.export import DROPPED, read_card
 from cai.report.config import ReportConfig
 from cai.safety.registry import DEFAULT_SCORER, TOXIC_AT
 from cai.text import format_number
 
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "report.html.j2"
-COLORS = {"initial": "#c0504d", "revised": "#4f81bd", "model": "#4f81bd", "baseline": "#9e9e9e",
-          "comparison": "#6a9a3a", "chosen": "#4f81bd", "rejected": "#c0504d"}
 
 
 # ----------------------------------------------------------------------------- reading the run
@@ -138,35 +134,8 @@ def find_results(run: Path, name: str, kind: str) -> list[tuple[Path, dict]]:
 
 # ----------------------------------------------------------------------------- plots
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"figure.dpi": 100, "font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
-                         "axes.titlesize": 10, "svg.hashsalt": "cai"})
-    return plt
-
-
-def _png(fig) -> str:
-    plt = _plt()
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-@dataclass
-class Plot:
-    title: str
-    src: str
-    alt: str
-
-
 def plot_funnel(stages: list[tuple[str, int]]) -> Plot:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(stages) + 0.8))
     labels = [s for s, _ in stages][::-1]
     values = [v for _, v in stages][::-1]
@@ -176,11 +145,11 @@ def plot_funnel(stages: list[tuple[str, int]]) -> Plot:
     ax.set_xlabel("count")
     ax.set_title("Counts through the pipeline")
     ax.set_xlim(0, max(values + [1]) * 1.15)
-    return Plot("Counts through the pipeline", _png(fig), "bar chart of counts at each pipeline stage")
+    return Plot("Counts through the pipeline", png(fig), "bar chart of counts at each pipeline stage")
 
 
 def plot_principles(generation: dict[str, int], kept: dict[str, int]) -> Plot:
-    plt = _plt()
+    plt = pyplot()
     names = sorted(set(generation) | set(kept), key=lambda k: (-generation.get(k, 0), k))
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(names) + 1))
     y = list(range(len(names)))
@@ -193,12 +162,12 @@ def plot_principles(generation: dict[str, int], kept: dict[str, int]) -> Plot:
     ax.set_xlabel("rounds / pairs")
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title("Principle usage")
-    return Plot("Principle usage", _png(fig), "bar chart of how often each principle was used")
+    return Plot("Principle usage", png(fig), "bar chart of how often each principle was used")
 
 
 def plot_hist(title: str, series: dict[str, list[float]], xlabel: str, *, bins=None, threshold: float | None = None,
               log: bool = False) -> Plot:
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(7, 3))
@@ -222,11 +191,11 @@ def plot_hist(title: str, series: dict[str, list[float]], xlabel: str, *, bins=N
     ax.set_ylabel("responses")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return Plot(title, _png(fig), f"histogram: {title}")
+    return Plot(title, png(fig), f"histogram: {title}")
 
 
 def plot_rounds(rows: list[dict]) -> Plot:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(9, 2.8))
     x = [r["round"] for r in rows]
     panels = (("mean words", "mean_words"), ("mean toxicity", "mean_toxicity"),
@@ -240,11 +209,11 @@ def plot_rounds(rows: list[dict]) -> Plot:
         ax.set_xticks(x)
         if key in ("changed", "mean_toxicity"):
             ax.set_ylim(0, 1.05 if key == "changed" else None)
-    return Plot("Per-round change", _png(fig), "line charts of length, toxicity and change per round")
+    return Plot("Per-round change", png(fig), "line charts of length, toxicity and change per round")
 
 
 def plot_training(name: str, groups: dict[str, dict]) -> Plot:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups) + 0.6, 2.8), squeeze=False)
     for ax, (title, series) in zip(axes[0], groups.items()):
         for key, pts in series.items():
@@ -255,7 +224,7 @@ def plot_training(name: str, groups: dict[str, dict]) -> Plot:
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
     fig.suptitle(f"Training: {name}", fontsize=10)
-    return Plot(f"Training curves: {name}", _png(fig), f"training curves of {name}")
+    return Plot(f"Training curves: {name}", png(fig), f"training curves of {name}")
 
 
 def plot_eval(result: dict) -> Plot | None:
@@ -269,7 +238,7 @@ def plot_eval(result: dict) -> Plot | None:
              and ((block.get("comparison" if m.comparison else "model") or {}).get(n))]
     if not names:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 0.42 * len(names) + 1.2))
     labelled: set[str] = set()
     for i, name in enumerate(names):
@@ -295,7 +264,7 @@ def plot_eval(result: dict) -> Plot | None:
     handles, labels = ax.get_legend_handles_labels()
     if handles:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    return Plot("Eval metrics against the gate", _png(fig), "eval metrics with confidence intervals and thresholds")
+    return Plot("Eval metrics against the gate", png(fig), "eval metrics with confidence intervals and thresholds")
 
 
 # ----------------------------------------------------------------------------- sections
@@ -646,18 +615,6 @@ def verdict(ctx: dict) -> list[dict]:
                       "text": f"{rounds[1]['changed']:.0%} of first revisions changed the answer noticeably "
                               "(similarity below 0.95)."})
     return lines
-
-
-def environment():
-    """The Jinja2 environment of cai's HTML pages (the report and the audit share its style and filters)."""
-    import jinja2
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters["num"] = lambda x, spec=".3f": "-" if x is None else (format(x, spec) if isinstance(x, (int, float))
-                                                                       and not isinstance(x, bool) else str(x))
-    env.filters["pct"] = lambda x: "-" if x is None else f"{x:.1%}".replace(".0%", "%")
-    return env
 
 
 def render(ctx: dict) -> str:
