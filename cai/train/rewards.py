@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cai.errors import CaiError
+from cai.safety.registry import DEFAULT_SCORER
 
 
 @dataclass
@@ -75,7 +76,7 @@ class ToxicityEntry(RewardEntry):
     """`scorer`: toxic-bilstm (offline) or detoxify; `options` go to the scorer (e.g. {checkpoint: PATH})."""
 
     type: ClassVar[str] = "toxicity"
-    scorer: str = "toxic-bilstm"
+    scorer: str = DEFAULT_SCORER
     options: dict = field(default_factory=dict)
 
 

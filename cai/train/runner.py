@@ -26,6 +26,7 @@ from cai.io import read_json, versions, write_atomic
 from cai.train.config import TrainConfig
 from cai.train.protocol import TrainerModule
 from cai.train.recipe import Recipe, checkpointing_key, load_recipe, recipe_class
+from cai.train.summary import flatten
 
 COMPLETE = ".cai-complete"
 CONFIG = "config.yaml"
@@ -242,17 +243,6 @@ def last_checkpoint(out: Path) -> Path | None:
                 continue                              # killed while saving: not usable
             found.append((int(match.group(1)), child))
     return max(found)[1] if found else None
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    """Nested mappings as dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def out_state(out: Path, identity: dict, *, overwrite: bool) -> tuple[str, Path | None]:

@@ -17,6 +17,17 @@ ACCURACY_KEYS = {"dpo": "rewards/accuracies", "reward": "accuracy", "sft": "mean
 MARGIN_KEYS = {"dpo": "rewards/margins", "reward": "margin"}
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested mappings as dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def make_metrics_callback(path: Path):
     """A TrainerCallback appending every log (and resume events) to `path` as JSON lines, main process only."""
     from transformers import TrainerCallback
@@ -238,8 +249,6 @@ def model_card(*, kind: str, base: dict, data: dict, recipe: str, resolved: dict
             "reward": "a reward model (sequence classifier with one output) on chosen vs rejected answers",
             "grpo": "online RL (GRPO) on the dataset's prompts against the recipe's rewards",
             "rloo": "online RL (RLOO) on the dataset's prompts against the recipe's rewards"}[kind]
-    from cai.train.runner import flatten
-
     flat = flatten(summary)              # rewards.NAME.mean_last, ...
     metrics = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
                         for k, v in flat.items() if v is not None and k not in ("kind",))
