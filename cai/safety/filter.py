@@ -13,13 +13,15 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cai.safety.registry import DEFAULT_SCORER
+
 
 class SafetyRules(BaseModel):
     """Thresholds of `cai data filter`; load from YAML with `load_rules`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    scorer: str = "toxic-bilstm"
+    scorer: str = DEFAULT_SCORER
     scorer_options: dict = Field(default_factory=dict)
     toxicity_max: float = Field(0.7, ge=0, le=1)
     drop_biased: bool = True
