@@ -50,6 +50,11 @@ def generate(
     concurrency: int = option(GenerateConfig, "concurrency"),
 ) -> None:
     cfg = GenerateConfig(**locals())
+    if cfg.pairs:
+        from cai.config import one_of
+        from cai.preferences.strategies import STRATEGIES
+
+        one_of("strategy", cfg.strategy, STRATEGIES, "strategy")     # before any model loads
     import json
     from dataclasses import asdict
 

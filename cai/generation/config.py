@@ -53,7 +53,8 @@ class GenerateConfig:
     force_new: bool = setting(False, "Start the run over when its settings changed (old records move to previous/).")
     quiet: bool = setting(False, "No progress bars: one JSON line per stage on stdout.")
     pairs: bool = setting(True, "Build the preference dataset at the end (--no-pairs: later, with `cai data pairs`).")
-    strategy: str = setting("final-vs-initial", "Pair strategy for the dataset built at the end.")
+    strategy: str = setting("final-vs-initial", "Pair strategy for the dataset built at the end (checked by the pairs "
+                                                 "stage's settings, before the run starts).")
     tensor_parallel_size: int = setting(1, "vllm: GPUs per model replica.")
     data_parallel_size: int = setting(1, "vllm: model replicas.")
     enforce_eager: bool | None = setting(None, "vllm: skip graph compilation (default: eager on CPU).")
@@ -62,7 +63,6 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         from cai.generation.prompt_files import parse_shard
-        from cai.preferences.config import STRATEGIES
 
         at_least("rounds", self.rounds, 0)
         at_least("max_new_tokens", self.max_new_tokens, 1)
@@ -74,7 +74,6 @@ class GenerateConfig:
         at_least("data_parallel_size", self.data_parallel_size, 1)
         at_least("concurrency", self.concurrency, 1)
         one_of("on_long", self.on_long, ON_LONG)
-        one_of("strategy", self.strategy, STRATEGIES, "strategy")
         if self.shard is not None:
             try:
                 parse_shard(self.shard)

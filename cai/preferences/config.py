@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from cai.config import REQUIRED, at_least, between, one_of, setting
 from cai.errors import SettingError
 from cai.preferences.imports import FORMATS
+from cai.preferences.strategies import STRATEGIES
 from cai.safety.registry import DEFAULT_SCORER
 
-STRATEGIES = ("final-vs-initial", "per-round", "ai-feedback")
 VERIFY = ("none", "judge")
 TEST_SHARE = 0.1            # share of prompts held out in the test splits
 
