@@ -118,15 +118,22 @@ class OpenAIEngine(Engine):
         return counts
 
     def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[Completion]:
+        return self._run_concurrently(lambda conversation: self._complete(conversation, params), conversations)
+
+    def _run_concurrently(self, request, items: list) -> list:
+        """`request(item)` for every item, up to `concurrency` in flight, results in input order.
+
+        The first failure in input order stops the others' retries and is raised; a prompt the server
+        finds too long fails alone: the rest finish and `PromptRejected` names the refused ones.
+        """
         if self._client is None:
             self.load()
-        if not conversations:
+        if not items:
             return []
         self._stop.clear()
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations)),
-                                  thread_name_prefix="cai-openai")
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(items)), thread_name_prefix="cai-openai")
         try:
-            futures = [pool.submit(self._complete, conv, params) for conv in conversations]
+            futures = [pool.submit(request, item) for item in items]
             pending, finished = set(futures), set()
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
