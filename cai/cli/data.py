@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from cai.cli import tables
-from cai.cli.options import argument, group, option
+from cai.cli.options import argument, group, option, renamed
 from cai.preferences.config import (
     AnnotationsConfig,
     AuditConfig,
@@ -33,9 +33,18 @@ def build_pairs(cfg: PairsConfig) -> None:
     console = tables.console()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("scoring pairs", total=None)
-        result = build_dataset(cfg, on_scored=lambda n: progress.update(task, advance=n))
+        judged = []
+
+        def on_judged(n: int) -> None:
+            if not judged:
+                judged.append(progress.add_task("judging pairs", total=None))
+            progress.update(judged[0], advance=n)
+
+        result = build_dataset(cfg, on_scored=lambda n: progress.update(task, advance=n), on_judged=on_judged)
     if result.note:
         tables.note(result.note)
+    if result.judge is not None:
+        console.print(result.judge.line())
     console.print(tables.splits_line(result.splits, result.out) + " (dropped pairs with the reason: dropped.jsonl)")
     console.print(tables.drops(f"{result.records} records -> {result.candidates} pairs -> {result.kept} kept",
                                result.dropped))
@@ -71,10 +80,14 @@ def pairs(
     verify: str = option(PairsConfig, "verify"),
     verify_margin: float = option(PairsConfig, "verify_margin"),
     feedback_margin: float = option(PairsConfig, "feedback_margin"),
-    feedback_model: Optional[str] = option(PairsConfig, "feedback_model"),
-    feedback_engine: Optional[str] = option(PairsConfig, "feedback_engine"),
+    judge_engine: Optional[str] = option(PairsConfig, "judge_engine"),
+    judge_base_url: Optional[str] = option(PairsConfig, "judge_base_url"),
+    judge_model: Optional[str] = option(PairsConfig, "judge_model"),
+    feedback_model: Optional[str] = renamed("--feedback-model", "--judge-model"),
+    feedback_engine: Optional[str] = renamed("--feedback-engine", "--judge-engine"),
 ) -> None:
-    build_pairs(PairsConfig(**locals()))
+    settings = {k: v for k, v in locals().items() if k not in ("feedback_model", "feedback_engine")}
+    build_pairs(PairsConfig(**settings))
 
 
 @app.command(help="Print the counts, drops and scores of an exported dataset.")

@@ -50,6 +50,8 @@ def evaluate(
     reward_model: Optional[str] = option(EvalConfig, "reward_model"),
     judge: bool = option(EvalConfig, "judge", "--judge/--no-judge"),
     judge_model: Optional[str] = option(EvalConfig, "judge_model"),
+    judge_engine: Optional[str] = option(EvalConfig, "judge_engine"),
+    judge_base_url: Optional[str] = option(EvalConfig, "judge_base_url"),
     constitution: Optional[str] = option(EvalConfig, "constitution"),
     scorer: str = option(EvalConfig, "scorer"),
     scorer_option: list[str] = option(EvalConfig, "scorer_option"),

@@ -9,6 +9,7 @@ import typer
 from cai.cli import tables
 from cai.cli.options import option
 from cai.generation.config import GenerateConfig
+from cai.judging.settings import JudgeSettings
 
 
 def register(root: typer.Typer) -> None:
@@ -48,13 +49,18 @@ def generate(
     enforce_eager: Optional[bool] = option(GenerateConfig, "enforce_eager", "--enforce-eager/--compile"),
     base_url: Optional[str] = option(GenerateConfig, "base_url"),
     concurrency: int = option(GenerateConfig, "concurrency"),
+    judge_engine: Optional[str] = option(JudgeSettings, "judge_engine"),
+    judge_base_url: Optional[str] = option(JudgeSettings, "judge_base_url"),
+    judge_model: Optional[str] = option(JudgeSettings, "judge_model"),
 ) -> None:
-    cfg = GenerateConfig(**locals())
+    # The judge flags are the pairs step's (--strategy ai-feedback), checked before any model loads.
+    judge = JudgeSettings(judge_engine=judge_engine, judge_base_url=judge_base_url, judge_model=judge_model)
+    cfg = GenerateConfig(**{k: v for k, v in locals().items() if not k.startswith("judge")})
     if cfg.pairs:
         from cai.config import one_of
         from cai.preferences.strategies import STRATEGIES
 
-        one_of("strategy", cfg.strategy, STRATEGIES, "strategy")     # before any model loads
+        one_of("strategy", cfg.strategy, STRATEGIES, "strategy")
     import json
     from dataclasses import asdict
 
@@ -70,4 +76,4 @@ def generate(
         from cai.cli.data import build_pairs
         from cai.preferences.config import PairsConfig
 
-        build_pairs(PairsConfig(run=summary.run, strategy=cfg.strategy, seed=cfg.seed))
+        build_pairs(PairsConfig(run=summary.run, strategy=cfg.strategy, seed=cfg.seed, **asdict(judge)))

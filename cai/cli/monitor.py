@@ -24,6 +24,8 @@ def monitor(
     baseline: Optional[str] = option(MonitorConfig, "baseline"),
     out: Optional[str] = option(MonitorConfig, "out"),
     judge_model: Optional[str] = option(MonitorConfig, "judge_model"),
+    judge_engine: Optional[str] = option(MonitorConfig, "judge_engine"),
+    judge_base_url: Optional[str] = option(MonitorConfig, "judge_base_url"),
     scorer: str = option(MonitorConfig, "scorer"),
     scorer_option: list[str] = option(MonitorConfig, "scorer_option"),
     toxicity_threshold: float = option(MonitorConfig, "toxicity_threshold"),

@@ -45,6 +45,17 @@ def option(cls: type, name: str, *flags: str, help: str | None = None, **kwargs:
     return typer.Option(... if default is REQUIRED else default, *flags, help=help or text, **kwargs)
 
 
+def renamed(old: str, new: str) -> Any:
+    """A hidden option under a flag's old name that refuses it in one line naming the new one."""
+
+    def refuse(value):
+        if value is not None:
+            raise CaiError(f"{old}: renamed: use {new}")
+        return value
+
+    return typer.Option(None, old, hidden=True, callback=refuse)
+
+
 def argument(cls: type, name: str, **kwargs: Any) -> Any:
     default, text = spec(cls, name)
     return typer.Argument(... if default is REQUIRED else default, help=text, **kwargs)

@@ -46,6 +46,20 @@ class EngineInfo:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class LabelRead:
+    """One conversation's answer to a labelled question: the log-probability of each label as the reply's
+    first token, or why it could not be read.
+
+    `floored` names the labels an engine could not see (a server's top-N log-probabilities that did not
+    include them); each got the lowest log-probability it did see, an upper bound on its own.
+    """
+
+    logprobs: tuple[float, ...] = ()
+    floored: tuple[str, ...] = ()
+    error: str | None = None
+
+
 class PromptRejected(Exception):
     """Some conversations of one `generate` call cannot be served; the others could be.
 
@@ -77,7 +91,19 @@ class Engine(ABC):
         """
         from cai.errors import CaiError
 
-        raise CaiError(f"engine {self.name!r} cannot read label log-probabilities; use transformers or vllm")
+        raise CaiError(f"engine {self.name!r} cannot read label log-probabilities; use transformers, vllm or openai")
+
+    def label_reads(self, conversations: list[Conversation], labels: list[str], on_result=None) -> list[LabelRead]:
+        """`label_logprobs` as LabelReads, calling `on_result(i, read)` as each conversation's read is known.
+
+        Local engines read a whole batch at once; a server reads one conversation per request, so it
+        overrides this to report each as it completes (and to fail one conversation alone).
+        """
+        reads = [LabelRead(tuple(row)) for row in self.label_logprobs(conversations, labels)]
+        if on_result is not None:
+            for i, read in enumerate(reads):
+                on_result(i, read)
+        return reads
 
     def context_length(self) -> int | None:
         """Tokens the model attends to (prompt + reply); None when unknown. Valid after load()."""

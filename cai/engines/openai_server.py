@@ -24,7 +24,7 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
 
-from cai.engines.base import Completion, Conversation, Engine, EngineInfo, PromptRejected, SamplingParams
+from cai.engines.base import Completion, Conversation, Engine, EngineInfo, LabelRead, PromptRejected, SamplingParams
 from cai.errors import CaiError
 
 try:
@@ -216,6 +216,102 @@ class OpenAIEngine(Engine):
     def info(self) -> EngineInfo:
         return EngineInfo(self.name, self.model, {"base_url": self.base_url, "concurrency": self.concurrency,
                                                   "dtype": "chosen by the server", "context": self._context})
+
+    # --- label log-probabilities (AI feedback) -------------------------------------------------
+
+    def label_logprobs(self, conversations: list[Conversation], labels: list[str]) -> list[list[float]]:
+        reads = self.label_reads(conversations, labels)
+        for i, read in enumerate(reads):
+            if read.error is not None:
+                raise CaiError(f"{self.url}: conversation {i}: {read.error}")
+        return [list(read.logprobs) for read in reads]
+
+    def label_reads(self, conversations: list[Conversation], labels: list[str], on_result=None) -> list[LabelRead]:
+        """One `max_tokens: 1` request per conversation, concurrently; `on_result(i, read)` as each completes.
+
+        A conversation the server fails on (after the retries) fails alone, with the reason in its read;
+        when every one fails the server is at fault, and the first failure is raised.
+        """
+        from cai.engines import server_labels
+
+        mode = self.label_mode(labels)
+
+        def request(item: tuple[int, Conversation]) -> LabelRead:
+            i, conversation = item
+            try:
+                data = self._post(server_labels.body(self.model, conversation, mode))
+            except CaiError as err:
+                return LabelRead(error=str(err).removeprefix(f"{self.url}: "))
+            read = (server_labels.read_exact(data, labels, mode.ids) if mode.exact
+                    else server_labels.read_top(data, labels))
+            if on_result is not None and read.error is None:
+                on_result(i, read)
+            return read
+
+        reads = self._run_concurrently(request, list(enumerate(conversations)))
+        if reads and all(read.error is not None for read in reads):
+            raise CaiError(f"{self.url}: {reads[0].error}")
+        return reads
+
+    def label_mode(self, labels: list[str]):
+        """How this server gives the labels' log-probabilities, asked once per label set before any is judged:
+        exact token ids where it takes `logprob_token_ids` (vLLM), else its `top_logprobs`; a server that
+        returns neither is one CaiError line naming it."""
+        from cai.engines import server_labels
+
+        modes = self.__dict__.setdefault("_label_modes", {})
+        key = tuple(labels)
+        if key not in modes:
+            if self._client is None:
+                self.load()
+            self._stop.clear()
+            ids = self._label_token_ids(labels)
+            exact = server_labels.LabelMode(ids=ids) if ids else None
+            if exact is not None and self._probe(exact, labels) is None:
+                modes[key] = exact
+            else:
+                top = server_labels.LabelMode()
+                problem = self._probe(top, labels)
+                if problem is not None:
+                    raise CaiError(f"{self.base_url} (model {self.model}) returns no log-probabilities: asked "
+                                   f"/chat/completions for logprobs with top_logprobs {top.top_n}, {problem}; the "
+                                   "judge reads its verdict from them: use a server that returns them (vLLM, SGLang, "
+                                   "llama.cpp's server) or a local judge (--judge-engine transformers or vllm)")
+                modes[key] = top
+        return modes[key]
+
+    def _probe(self, mode, labels: list[str]) -> str | None:
+        """None when the server answers `mode`'s request with every label's log-probability, else what went wrong."""
+        from cai.engines import server_labels
+
+        try:
+            data = self._post(server_labels.body(self.model, server_labels.PROBE, mode))
+        except CaiError as err:
+            return f"it answered {str(err).removeprefix(f'{self.url}: ')}"
+        read = (server_labels.read_exact(data, labels, mode.ids) if mode.exact
+                else server_labels.read_top(data, labels))
+        return None if read.error is None else read.error.replace("the answer has", "the answer had")
+
+    def _label_token_ids(self, labels: list[str]) -> tuple[tuple[int, ...], ...] | None:
+        """The first token id of each label's variants ("A", " A") from the server's /tokenize; None without it."""
+        from cai.engines.server_labels import variants
+
+        out = []
+        for label in labels:
+            ids = set()
+            for text in variants(label):
+                try:
+                    response = self._client.post(f"{self._root}/tokenize", json={
+                        "model": self.model, "prompt": text, "add_special_tokens": False})
+                    tokens = response.json()["tokens"] if response.status_code < 300 else None
+                    if tokens:
+                        ids.add(int(tokens[0]))
+                except (httpx.HTTPError, ValueError, KeyError, TypeError, IndexError):
+                    return None
+                if not tokens:
+                    return None
+            out.append(tuple(sorted(ids)))
+        return tuple(out)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from cai.config import REQUIRED, at_least, between, setting
 from cai.engines.base import DEFAULT_BATCH_SIZE
 from cai.errors import CaiError, SettingError
+from cai.judging.settings import JudgeSettings
 from cai.safety.registry import DEFAULT_SCORER, TOXIC_AT
 
 
@@ -48,8 +49,12 @@ class ScorerSettings:
 
 
 @dataclass(kw_only=True)
-class EvalConfig(ScorerSettings):
-    """`cai eval`: the model and its baseline answer held-out prompts; both are scored side by side."""
+class EvalConfig(ScorerSettings, JudgeSettings):
+    """`cai eval`: the model and its baseline answer held-out prompts; both are scored side by side.
+
+    The judge defaults to the baseline (the base model without the adapter; with --no-baseline the model
+    itself); --judge-model, --judge-engine and --judge-base-url pick another, a server's model too.
+    """
 
     prompts: str = setting(REQUIRED, "Held-out red-team prompts (e.g. data/eval_red_team.jsonl).")
     helpful_prompts: str | None = setting(None, "Held-out helpful prompts for the over-refusal rate "
@@ -60,8 +65,6 @@ class EvalConfig(ScorerSettings):
     no_baseline: bool = setting(False, "Evaluate the model alone.")
     reward_model: str | None = setting(None, "Reward model dir (`cai train reward`): mean reward and win rate.")
     judge: bool = setting(True, "Score harmlessness with the AI-feedback judge (needed for safety_score).")
-    judge_model: str | None = setting(None, "Judge model (default: the baseline, i.e. the base model without "
-                                            "adapter; with --no-baseline the model itself).")
     constitution: str | None = setting(None, "Principles for the judge's model-vs-baseline comparison "
                                              "(default: the shipped hhh.yaml).")
     max_new_tokens: int = setting(128, "Token budget of each reply (greedy decoding).")
@@ -76,7 +79,8 @@ class EvalConfig(ScorerSettings):
     n_resamples: int = setting(2000, "Bootstrap resamples of each interval.")
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        ScorerSettings.__post_init__(self)
+        JudgeSettings.__post_init__(self)
         if self.baseline and self.no_baseline:
             raise CaiError("--baseline and --no-baseline exclude each other")
         at_least("max_new_tokens", self.max_new_tokens, 1)
@@ -106,8 +110,12 @@ class RMEvalConfig:
 
 
 @dataclass(kw_only=True)
-class MonitorConfig(ScorerSettings):
-    """`cai monitor RESPONSES.jsonl`: logged responses scored per window, against thresholds and a baseline."""
+class MonitorConfig(ScorerSettings, JudgeSettings):
+    """`cai monitor RESPONSES.jsonl`: logged responses scored per window, against thresholds and a baseline.
+
+    The AI-feedback judge (the safety score) runs when a judge is named: --judge-model, or a server with
+    --judge-base-url (and its --judge-model).
+    """
 
     responses: str = setting(REQUIRED, "JSONL file: prompt and response a line; timestamp and model optional.")
     window: int = setting(100, "Responses per window, in file order.")
@@ -116,7 +124,6 @@ class MonitorConfig(ScorerSettings):
                                          "interval lies beyond the baseline's.")
     out: str | None = setting(None, "Output dir for monitor.json, monitor.html, scored.jsonl "
                                     "(default: runs/monitor-FILE).")
-    judge_model: str | None = setting(None, "Judge model for the safety score (AI feedback).")
     follow: bool = setting(False, "Keep reading the file as it grows, like tail -f; Ctrl-C scores the last partial "
                                   "window and stops.")
     idle_timeout: float | None = setting(None, "--follow: stop when the file has not grown for this many seconds.")
@@ -125,7 +132,8 @@ class MonitorConfig(ScorerSettings):
     n_resamples: int = setting(2000, "Bootstrap resamples of each interval.")
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        ScorerSettings.__post_init__(self)
+        JudgeSettings.__post_init__(self)
         at_least("window", self.window, 1)
         at_least("n_resamples", self.n_resamples, 1)
         if self.idle_timeout is not None and not self.follow:

@@ -3,10 +3,10 @@
 The alignment guide's real-time monitoring for a deployed model's logs: each line
 holds `prompt` and `response` (optionally `timestamp` and `model`). Every response
 is scored with `cai eval`'s classifiers (the toxicity scorer, the bias heuristic,
-the refusal phrases) and, with `--judge-model`, the AI-feedback judge (the safety
-score). Consecutive lines form windows of `--window` responses; each window and
-the whole log get the safety score, toxicity rate, bias rate, refusal rate, with
-95% bootstrap intervals.
+the refusal phrases) and, with a judge named (`--judge-model`, or a server's with
+`--judge-base-url`), the AI-feedback judge (the safety score). Consecutive lines
+form windows of `--window` responses; each window and the whole log get the
+safety score, toxicity rate, bias rate, refusal rate, with 95% bootstrap intervals.
 
 Alerts, one line each, and exit code 1:
 - a breached threshold (the gate file's checks, the guide's defaults unless
@@ -149,12 +149,18 @@ class LogReader:
 class Scoring:
     """The classifiers of `cai eval`, loaded once: toxicity, bias, refusal, and the judge if asked."""
 
-    def __init__(self, cfg: MonitorConfig):
+    def __init__(self, cfg: MonitorConfig, out: Path):
         from cai.safety.registry import create_scorer
 
         self.toxicity = cfg.toxicity_scorer()
         self.bias = create_scorer("bias")
-        self.judge = create_scorer("judge", model=cfg.judge_model) if cfg.judge_model else None
+        self.judge = None
+        if cfg.judge_named:
+            from cai.judging.settings import JudgeSpec
+
+            spec = cfg.resolve_judge(JudgeSpec("transformers", None, None))
+            self.judge = create_scorer("judge", model=spec.model, engine=spec.engine, base_url=spec.base_url,
+                                       cache_dir=str(out))
         self.threshold = cfg.toxicity_threshold
 
     def score(self, rows: list[dict]) -> None:
@@ -276,8 +282,9 @@ class Monitor:
         for name in self.gate.checks:
             if name not in MONITOR_METRICS:
                 self.notes.append(f"threshold on {name} skipped: cai monitor does not measure it")
-            elif name in JUDGE_METRICS and not cfg.judge_model:
+            elif name in JUDGE_METRICS and not cfg.judge_named:
                 self.notes.append(f"threshold on {name} skipped: it needs the judge (--judge-model)")
+        self.judge: dict | None = None           # the judge's counts (requests, cache hits), once it ran
         self.rows: list[dict] = []
         self.windows: list[Window] = []
         self.drift: list[Drift] = []
@@ -285,6 +292,8 @@ class Monitor:
 
     def add(self, rows: list[dict], scoring: Scoring, *, partial: bool = False) -> Window:
         scoring.score(rows)
+        if scoring.judge is not None:
+            self.judge = scoring.judge.stats.to_dict()
         self.rows += rows
         stamps = [r["timestamp"] for r in rows if r["timestamp"] is not None]
         window = Window(index=len(self.windows) + 1, first_line=rows[0]["line"], last_line=rows[-1]["line"],
@@ -321,7 +330,7 @@ class Monitor:
         return {
             "kind": "cai-monitor", "version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": asdict(self.cfg), "input": self.cfg.responses, "stopped": summary.stopped,
-            "scorer": self.cfg.scorer, "judge": self.cfg.judge_model,
+            "scorer": self.cfg.scorer, "judge": self.judge,
             "thresholds": {"source": self.cfg.thresholds or "built-in defaults (alignment guide)",
                            "compare": self.gate.compare, "passed": not breached,
                            "checks": [{"metric": name, "op": op, "threshold": t}
@@ -351,7 +360,7 @@ def run_monitor(cfg: MonitorConfig, *, on_window: Callable[[Window], None] | Non
     reader = LogReader(Path(cfg.responses))
     monitor = Monitor(cfg)
     out = default_out(cfg)
-    scoring = Scoring(cfg)
+    scoring = Scoring(cfg, out)
     scored = Scored(out / "scored.jsonl")
     pending: list[dict] = []
     stopped = "end of file"

@@ -18,8 +18,9 @@ Choices, documented because they change numbers:
   with the adapter off), else to the model itself (`--no-baseline`). So the
   trained model never grades itself, and the judge stays fixed across
   candidates compared with one baseline, which keeps their scores comparable.
-  `--judge-model` picks another (a stronger model makes a better judge: the
-  embedded 135M model is a plumbing default).
+  `--judge-model` picks another, `--judge-base-url` a server's (a stronger
+  model makes a better judge: the embedded 135M model is a plumbing default).
+  Its answers are kept in OUT/judge-cache.jsonl: a rerun does not ask again.
   "safety score" is the judge's mean P(harmless) on the red-team replies,
   averaged over both orders of the options to cancel position bias.
 - A reply is toxic when its toxicity score is above `--toxicity-threshold`
@@ -31,12 +32,13 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from cai.errors import CaiError
 from cai.evaluation.config import EvalConfig
 from cai.evaluation.metrics import METRICS, metric_values
+from cai.judging.settings import JudgeSpec
 from cai.progress import Bars
 from cai.safety.registry import TOXIC_AT
 
@@ -154,8 +156,51 @@ def _generate(engine, conversations, params, advance, batch_size) -> tuple[list,
     return outs, time.perf_counter() - start
 
 
+def _judge(spec: JudgeSpec, engines: _Engines, local_path: str | None, out_dir: Path, rows: list[dict],
+           sides: list[str], templates, constitution, cfg: EvalConfig, progress) -> dict:
+    """Score every reply's harmlessness (and, with a baseline, the model against it); returns the judge's record
+    for metrics.json. A question the judge fails on stops the eval (its answers so far are cached)."""
+    from contextlib import ExitStack
+
+    from cai.judging.judge import cached_judge, open_judge
+    from cai.judging.labels import harmless_probabilities, preference_labels
+
+    with ExitStack() as stack:
+        if local_path is not None:
+            judge = cached_judge(engines.get(local_path), spec, out_dir)
+        else:
+            judge = stack.enter_context(open_judge(spec, cache_dir=out_dir))
+        advance = progress.task("judge harmlessness", len(rows) * len(sides))
+        for side in sides:
+            for chunk_rows in _chunks(rows, cfg.batch_size):
+                probs = harmless_probabilities(judge, templates, [(r["prompt"], r[f"{side}_response"])
+                                                                  for r in chunk_rows])
+                for row, p in zip(chunk_rows, probs):
+                    row[f"{side}_harmless"] = p
+                advance(len(chunk_rows))
+        if constitution is not None:
+            advance = progress.task("judge model vs baseline", len(rows))
+            for chunk_rows in _chunks(rows, cfg.batch_size):
+                labels = preference_labels(
+                    judge, templates, constitution,
+                    [(r["prompt"], r["model_response"], r["baseline_response"]) for r in chunk_rows],
+                    seed=cfg.seed, keys=[f"eval:{r['id']}" for r in chunk_rows])
+                for row, judged in zip(chunk_rows, labels):
+                    if judged["error"] is not None:
+                        raise CaiError(f"the judge failed on prompt {row['id']}: {judged['error']}")
+                    row["ai_preference"] = judged["label"]
+                    row["ai_principle"] = judged["principle_id"]
+                advance(len(chunk_rows))
+    name = Path(spec.model).name if local_path is not None else spec.model
+    return {"name": name, "path": local_path, "engine": spec.engine, "base_url": spec.base_url,
+            **judge.stats.to_dict()}
+
+
 def resolve_models(cfg: EvalConfig):
-    """(adapter_dir, model_ref, baseline_ref or None, baseline_kind, judge_ref or None)."""
+    """(adapter_dir, model_ref, baseline_ref or None, baseline_kind, the judge's JudgeSpec or None).
+
+    A local transformers judge's model is a resolved path, so the engine that generated with it can judge.
+    """
     from cai.evaluation.adapter_engine import adapter_base, find_adapter_dir
     from cai.models import resolve_model
 
@@ -179,10 +224,12 @@ def resolve_models(cfg: EvalConfig):
         baseline_ref, kind = model_ref, "base"
     else:
         baseline_ref, kind = None, None
-    judge_ref = None
+    judge = None
     if cfg.judge:
-        judge_ref = resolve_model(cfg.judge_model) if cfg.judge_model else (baseline_ref or model_ref)
-    return adapter_dir, model_ref, baseline_ref, kind, judge_ref
+        judge = cfg.resolve_judge(JudgeSpec("transformers", None, (baseline_ref or model_ref).path))
+        if judge.engine == "transformers":
+            judge = replace(judge, model=resolve_model(judge.model).path)
+    return adapter_dir, model_ref, baseline_ref, kind, judge
 
 
 def default_out(cfg: EvalConfig, model_ref) -> Path:
@@ -215,12 +262,12 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
 
         reward = RewardModel(cfg.reward_model, batch_size=min(cfg.batch_size, 8))
         reward.check()                                  # before minutes of generation, not after
-    adapter_dir, model_ref, baseline_ref, baseline_kind, judge_ref = resolve_models(cfg)
+    adapter_dir, model_ref, baseline_ref, baseline_kind, judge_spec = resolve_models(cfg)
     heldout = _check_heldout(cfg, items, adapter_dir)
     out_dir = default_out(cfg, model_ref)
 
     constitution = templates = None
-    if judge_ref is not None:
+    if judge_spec is not None:
         from cai.constitution import load_constitution
         from cai.generation.templates import Templates
         from cai.paths import shipped_dir
@@ -236,7 +283,9 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
     timing: dict[str, float] = {}
     tokens: dict[str, int] = {}
     engines = _Engines(cfg.batch_size)
-    judge_path = judge_ref.path if judge_ref else None
+    # a local transformers judge reuses (or keeps) the engine of its model; others get their own
+    judge_path = judge_spec.model if judge_spec is not None and judge_spec.engine == "transformers" else None
+    judge_info = None
     n = len(items)
     try:
         with _Progress(quiet) as progress:
@@ -278,30 +327,10 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
                     scorer.close()
             timing["classifiers_s"] = round(time.perf_counter() - start, 2)
             # 3. the AI-feedback judge
-            if judge_ref is not None:
-                from cai.preferences.feedback import harmless_probabilities, preference_labels
-
+            if judge_spec is not None:
                 start = time.perf_counter()
-                judge = engines.get(judge_ref.path)
-                advance = progress.task("judge harmlessness", n * len(sides))
-                for side in sides:
-                    for chunk_rows in _chunks(rows, cfg.batch_size):
-                        probs = harmless_probabilities(judge, templates, [(r["prompt"], r[f"{side}_response"])
-                                                                          for r in chunk_rows])
-                        for row, p in zip(chunk_rows, probs):
-                            row[f"{side}_harmless"] = p
-                        advance(len(chunk_rows))
-                if constitution is not None:
-                    advance = progress.task("judge model vs baseline", n)
-                    for chunk_rows in _chunks(rows, cfg.batch_size):
-                        labels = preference_labels(
-                            judge, templates, constitution,
-                            [(r["prompt"], r["model_response"], r["baseline_response"]) for r in chunk_rows],
-                            seed=cfg.seed, keys=[f"eval:{r['id']}" for r in chunk_rows])
-                        for row, judged in zip(chunk_rows, labels):
-                            row["ai_preference"] = judged["label"]
-                            row["ai_principle"] = judged["principle_id"]
-                        advance(len(chunk_rows))
+                judge_info = _judge(judge_spec, engines, judge_path, out_dir, rows, sides, templates, constitution,
+                                    cfg, progress)
                 timing["judge_s"] = round(time.perf_counter() - start, 2)
             engines.close()
             # 4. reward model
@@ -332,7 +361,7 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
         "baseline": ({"name": baseline_ref.name, "path": baseline_ref.path,
                       "kind": "same model without the adapter" if baseline_kind == "base" else "separate model"}
                      if baseline_ref is not None else None),
-        "judge": {"name": judge_ref.name, "path": judge_ref.path} if judge_ref else None,
+        "judge": judge_info,
         "reward_model": cfg.reward_model,
         "scorer": cfg.scorer,
         "toxicity_threshold": cfg.toxicity_threshold,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from cai.config import REQUIRED, at_least, between, one_of, setting
 from cai.errors import SettingError
+from cai.judging.settings import JudgeSettings
 from cai.preferences.imports import FORMATS
 from cai.preferences.strategies import STRATEGIES
 from cai.safety.registry import DEFAULT_SCORER
@@ -37,8 +38,12 @@ class SafetySettings:
 
 
 @dataclass(kw_only=True)
-class PairsConfig(SafetySettings):
-    """`cai data pairs`: a run's records -> pairs -> quality rules -> safety rules -> [judge] -> dataset."""
+class PairsConfig(SafetySettings, JudgeSettings):
+    """`cai data pairs`: a run's records -> pairs -> quality rules -> safety rules -> [judge] -> dataset.
+
+    The judge (ai-feedback, --verify judge) defaults to the run's own model on the run's engine: its server
+    for a run generated with --engine openai.
+    """
 
     run: str = setting(REQUIRED, "Run directory made by `cai generate`.")
     strategy: str = setting("final-vs-initial", "final-vs-initial, per-round or ai-feedback.")
@@ -53,13 +58,10 @@ class PairsConfig(SafetySettings):
                                   "principles (`judge disagrees`).")
     verify_margin: float = setting(0.1, "--verify judge: keep pairs with P(chosen better) >= 0.5 + this.")
     feedback_margin: float = setting(0.1, "ai-feedback: keep pairs whose soft label is this far from 0.5.")
-    feedback_model: str | None = setting(None, "ai-feedback and --verify judge: judge model (default: the run's "
-                                               "model).")
-    feedback_engine: str | None = setting(None, "Engine of the judge (default: the run's; transformers for a "
-                                                "server run).")
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        SafetySettings.__post_init__(self)
+        JudgeSettings.__post_init__(self)
         one_of("strategy", self.strategy, STRATEGIES, "strategy")
         one_of("verify", self.verify, VERIFY, "check")
         _check_split(self.test_share)

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cai.engines.base import DEFAULT_BATCH_SIZE
 from cai.errors import CaiError
 from cai.generation.store import RunStore
+from cai.judging.settings import SERVER, JudgeSpec
 from cai.preferences.config import AnnotationsConfig, FilterConfig, PairsConfig, SafetySettings
 from cai.preferences.pair_filter import PairRules, QualityFilter
 from cai.preferences.strategies import final_vs_initial, pairs_from_record
@@ -34,6 +34,7 @@ class PairsSummary:
     splits: dict[str, int]
     out: str
     note: str | None = None
+    judge: object | None = None     # cai.judging.judge.JudgeStats when the judge ran
 
 
 @dataclass
@@ -58,43 +59,53 @@ def pair_rules(cfg: PairsConfig) -> PairRules:
     return PairRules(drop_truncated=not cfg.keep_truncated, quality=load_quality_rules(cfg.rules, skip=cfg.skip_rule))
 
 
+JUDGE_FAILED = "judge failed"
+JUDGE_BATCH = 64              # pairs per judge call: a server gets them all at once, up to its concurrency
+
+
+def run_judge(manifest: dict) -> JudgeSpec:
+    """The run's own model on the run's engine: the judge `cai data pairs` uses unless told otherwise."""
+    engine = manifest.get("engine") or "transformers"
+    if engine == SERVER:
+        config = manifest.get("config") or {}
+        return JudgeSpec(SERVER, config.get("base_url"), config.get("model") or manifest["model"].get("name"))
+    return JudgeSpec(engine, None, manifest["model"].get("path"))
+
+
 @contextmanager
-def _judge(cfg: PairsConfig, manifest: dict):
-    """The feedback model as a loaded engine (the run's model unless another is given)."""
-    from cai.engines.registry import create_engine
-    from cai.models import resolve_model
+def _judge(cfg: PairsConfig, manifest: dict, run_dir: Path, stats: list):
+    """The judge as a loaded, cached engine (its answers kept in RUN/judge-cache.jsonl); its counts go to `stats`."""
+    from cai.judging.judge import open_judge
 
-    name = cfg.feedback_engine or manifest.get("engine") or "transformers"
-    if name == "openai" and not cfg.feedback_engine:
-        name = "transformers"          # a server's replies carry no label log-probabilities
-    ref = resolve_model(cfg.feedback_model or manifest["model"].get("path"))
-    engine = create_engine(name, ref.path)
-    engine.load()
-    try:
-        yield engine
-    finally:
-        engine.close()
+    with open_judge(cfg.resolve_judge(run_judge(manifest)), cache_dir=run_dir) as judge:
+        try:
+            yield judge
+        finally:
+            stats.append(judge.stats)
 
 
-def _batched(rows: list, size: int = DEFAULT_BATCH_SIZE):
+def _batched(rows: list, size: int = JUDGE_BATCH):
     for start in range(0, len(rows), size):
         yield rows[start:start + size]
 
 
-def _ai_feedback_rows(records: list[dict], cfg: PairsConfig, manifest: dict, sources, drop) -> list[dict]:
+def _ai_feedback_rows(records: list[dict], cfg: PairsConfig, judge, sources, drop, on_judged) -> list[dict]:
     """Candidate pairs (final vs initial), oriented and kept by the judge's soft label."""
-    from cai.preferences.feedback import preference_labels
+    from cai.judging.labels import preference_labels
 
     candidates = [row for r in records for row in final_vs_initial(r)]
     labels = []
-    with _judge(cfg, manifest) as engine:
-        for batch in _batched(candidates):
-            labels += preference_labels(
-                engine, sources.templates, sources.constitution,
-                [(r["prompt"][0]["content"], r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in batch],
-                seed=cfg.seed, keys=[r["pair_id"] for r in batch])
+    for batch in _batched(candidates):
+        labels += preference_labels(
+            judge, sources.templates, sources.constitution,
+            [(r["prompt"][0]["content"], r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in batch],
+            seed=cfg.seed, keys=[r["pair_id"] for r in batch])
+        on_judged(len(batch))
     rows = []
     for row, judged in zip(candidates, labels):
+        if judged["error"] is not None:
+            drop(row, JUDGE_FAILED, judged["error"])
+            continue
         if abs(judged["label"] - 0.5) < cfg.feedback_margin:
             drop(row, "ai-feedback below margin", f"label {judged['label']:.2f}")
             continue
@@ -111,26 +122,32 @@ def _ai_feedback_rows(records: list[dict], cfg: PairsConfig, manifest: dict, sou
     return rows
 
 
-def verify_with_judge(rows: list[dict], cfg: PairsConfig, manifest: dict, sources, drop) -> list[dict]:
+def verify_with_judge(rows: list[dict], cfg: PairsConfig, judge, sources, drop, on_judged) -> list[dict]:
     """Keep the pairs whose judge label (`judge_preference`, P(chosen better)) is at least 0.5 + margin."""
     from cai.preferences.feedback import pair_preferences
 
-    with _judge(cfg, manifest) as engine:
-        for batch in _batched(rows):
-            for row, p in zip(batch, pair_preferences(engine, sources.templates, sources.constitution, batch)):
-                row["judge_preference"] = p
+    failed: dict[int, str] = {}
+    for start, batch in zip(range(0, len(rows), JUDGE_BATCH), _batched(rows)):
+        for i, (row, (p, error)) in enumerate(zip(batch, pair_preferences(judge, sources.templates,
+                                                                          sources.constitution, batch))):
+            row["judge_preference"] = p
+            if error is not None:
+                failed[start + i] = error
+        on_judged(len(batch))
     kept = []
-    for row in rows:
+    for i, row in enumerate(rows):
         p = row["judge_preference"]
-        if p is not None and p < 0.5 + cfg.verify_margin:
+        if i in failed:
+            drop(row, JUDGE_FAILED, failed[i])
+        elif p is not None and p < 0.5 + cfg.verify_margin:
             drop(row, JUDGE_DISAGREES, f"P(chosen better) {p:.2f}")
         else:
             kept.append(row)
     return kept
 
 
-def build_dataset(cfg: PairsConfig, *, on_scored=None) -> PairsSummary:
-    """Run the whole pairs job; `on_scored(n)` follows the safety scoring."""
+def build_dataset(cfg: PairsConfig, *, on_scored=None, on_judged=None) -> PairsSummary:
+    """Run the whole pairs job; `on_scored(n)` follows the safety scoring, `on_judged(n)` the judge."""
     from cai.generation.snapshot import run_sources
     from cai.preferences.export import TEST_PROMPT_IN_TRAIN, leaked_count, write_dataset
     from cai.preferences.quality import CopySources
@@ -153,8 +170,11 @@ def build_dataset(cfg: PairsConfig, *, on_scored=None) -> PairsSummary:
         dropped[reason] += 1
         dropped_rows.append({**row, "drop_reason": reason, "drop_detail": detail})
 
+    judge_stats: list = []
+    on_judged = on_judged or (lambda n: None)
     if cfg.strategy == "ai-feedback":
-        candidates = _ai_feedback_rows(records, cfg, manifest, sources, drop)
+        with _judge(cfg, manifest, store.dir, judge_stats) as judge:
+            candidates = _ai_feedback_rows(records, cfg, judge, sources, drop, on_judged)
     else:
         candidates = [row for r in records for row in pairs_from_record(r, cfg.strategy)]
     n_candidates = len(candidates) + sum(dropped.values())
@@ -171,7 +191,8 @@ def build_dataset(cfg: PairsConfig, *, on_scored=None) -> PairsSummary:
         score_rows(rows, rules, on_batch=on_scored)
         rows, _ = apply_rules(rows, rules, on_drop=drop)
     if cfg.verify == "judge" and rows:
-        rows = verify_with_judge(rows, cfg, manifest, sources, drop)
+        with _judge(cfg, manifest, store.dir, judge_stats) as judge:
+            rows = verify_with_judge(rows, cfg, judge, sources, drop, on_judged)
 
     out = Path(cfg.out) if cfg.out else store.dir / "dataset"
     # Records imported with their source's test split (`split: test`) stay in the test split.
@@ -183,7 +204,8 @@ def build_dataset(cfg: PairsConfig, *, on_scored=None) -> PairsSummary:
                          "snapshot": sources.path if sources.from_snapshot else None},
         "quality": {name: {**settings, "dropped": dropped.get(name, 0)}
                     for name, settings in quality.summary().items()},
-        "verify": {"check": cfg.verify, "margin": cfg.verify_margin, "dropped": dropped.get(JUDGE_DISAGREES, 0)}
+        "verify": {"check": cfg.verify, "margin": cfg.verify_margin, "dropped": dropped.get(JUDGE_DISAGREES, 0),
+                   "judge": judge_stats[0].judge if judge_stats else None}
         if cfg.verify != "none" else None,
         "command": " ".join(["cai", *sys.argv[1:]]),
     })
@@ -191,7 +213,8 @@ def build_dataset(cfg: PairsConfig, *, on_scored=None) -> PairsSummary:
     if leaked:
         dropped[TEST_PROMPT_IN_TRAIN] = leaked
     return PairsSummary(records=len(records), candidates=n_candidates, kept=len(rows) - leaked, dropped=dict(dropped),
-                        splits=counts, out=str(out), note=sources.note)
+                        splits=counts, out=str(out), note=sources.note,
+                        judge=judge_stats[0] if judge_stats else None)
 
 
 def filter_dataset(cfg: FilterConfig, *, on_scored=None) -> FilterSummary:

@@ -8,8 +8,10 @@ weighted rewards of each completion and logs every reward's mean and spread per 
   handed to TRL as a model: TRL writes prompt + completion with the reward model's chat template.
 - `judge`: RL from AI feedback directly. A judge model reads the prompt and the completion and gives
   P(the response does well under a principle), read from the option labels' log-probabilities in both
-  orders (`cai.preferences.feedback`, the engine code of ai-feedback pairs and `cai eval`). One principle per prompt
+  orders (`cai.judging`, the judge of ai-feedback pairs and `cai eval` too). One principle per prompt
   and step by default, the same for all completions of the prompt, so they are compared on one question.
+  The judge is a local model or a server's (`engine: openai, base_url: URL, model: NAME`); a completion
+  the server fails on gets no judge reward (None) that step.
 - `toxicity`: 1 - the completion's toxicity (a `cai.safety` scorer).
 - `refusal`: 1 for an answer, 0 for a refusal (`cai.evaluation.refusal`) on prompts of the chosen categories;
   None (left out by TRL) on the others.
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cai.errors import CaiError
+from cai.errors import CaiError, SettingError
 from cai.safety.registry import DEFAULT_SCORER
 
 
@@ -60,15 +62,31 @@ class RewardModelEntry(RewardEntry):
 @dataclass
 class JudgeEntry(RewardEntry):
     """`principles`: `all` (the enabled ones) or a list of ids; `sample`: how many of them each prompt is
-    judged on per step (null = every one, averaged); `model`: null = the model the stage starts from."""
+    judged on per step (null = every one, averaged); `model`, `engine`, `base_url`: the judge, as
+    `--judge-model/--judge-engine/--judge-base-url` elsewhere (null model = the model the stage starts from,
+    with transformers; a base_url = a server, openai); `engine_options` go to the engine (e.g. device,
+    or concurrency for a server)."""
 
     type: ClassVar[str] = "judge"
     constitution: str = "hhh"
     principles: list[str] | str = "all"
     sample: int | None = 1
     model: str | None = None
-    engine: str = "transformers"
+    engine: str | None = None
+    base_url: str | None = None
     engine_options: dict = field(default_factory=dict)
+
+    @property
+    def judge(self):
+        from cai.judging.settings import JudgeSpec
+
+        return JudgeSpec(self.engine, self.base_url, self.model)
+
+    def resolve_judge(self, policy_path: str | None):
+        """The judge's JudgeSpec, the policy (with transformers) filling what the entry leaves out."""
+        from cai.judging.settings import JudgeSpec
+
+        return self.judge.resolve(JudgeSpec("transformers", None, policy_path))
 
 
 @dataclass
@@ -217,12 +235,16 @@ def _check_judge(recipe, key: str, entry: JudgeEntry) -> None:
     if entry.sample is not None and entry.sample < 1:
         raise recipe.error(f"{key}.sample", f"must be at least 1 (or null for every principle), got {entry.sample}")
     try:
-        cls = engine_class(entry.engine)
+        spec = entry.resolve_judge(None)
+    except SettingError as err:
+        raise recipe.error(f"{key}.{err.field}", err.message) from None
+    try:
+        cls = engine_class(spec.engine)
     except CaiError as err:
         raise recipe.error(f"{key}.engine", str(err)) from None
     if cls.label_logprobs is Engine.label_logprobs:
-        raise recipe.error(f"{key}.engine", f"engine {entry.engine} cannot read label log-probabilities, which the "
-                           "judge reads its answer from; use transformers or vllm")
+        raise recipe.error(f"{key}.engine", f"engine {spec.engine} cannot read label log-probabilities, which the "
+                           "judge reads its answer from; use transformers, vllm or openai")
 
 
 def load_judge_constitution(recipe, key: str, entry: JudgeEntry):
@@ -249,7 +271,7 @@ def preflight(recipe, policy_path: str | None) -> None:
     policy_tokenizer = None
     for i, entry in enumerate(recipe.rewards):
         key = f"rewards.{i}.path"
-        if isinstance(entry, JudgeEntry) and entry.model is not None:
+        if isinstance(entry, JudgeEntry) and entry.model is not None and entry.resolve_judge(None).engine != "openai":
             from cai.models import resolve_model
 
             try:
@@ -292,23 +314,23 @@ def message_text(value, role: str) -> str:
 class JudgeReward:
     """P(the completion does well under a principle), averaged over the principles drawn for its prompt."""
 
-    def __init__(self, entry: JudgeEntry, constitution, model_path: str, seed: int):
+    def __init__(self, entry: JudgeEntry, constitution, policy_path: str, seed: int):
         self.__name__ = entry.label                    # TRL names the metrics after it
         self.entry = entry
         self.constitution = constitution
         enabled = [p for p in constitution.principles if p.enabled]
         self.pool = enabled if entry.principles == "all" else [p for p in enabled if p.id in entry.principles]
-        self.model_path = model_path
+        self.spec = entry.resolve_judge(policy_path)
         self.seed = seed
         self.engine = None
         self.templates = None
 
     def load(self) -> None:
-        from cai.engines.registry import create_engine
         from cai.generation.templates import Templates
+        from cai.judging.judge import create_judge_engine
 
         options = dict(self.entry.engine_options)
-        if self.entry.engine == "transformers" and "device" not in options:
+        if self.spec.engine == "transformers" and "device" not in options:
             import torch
 
             if torch.cuda.is_available():
@@ -316,7 +338,7 @@ class JudgeReward:
 
                 options["device"] = str(PartialState().device)
         self.templates = Templates()
-        self.engine = create_engine(self.entry.engine, self.model_path, **options)
+        self.engine = create_judge_engine(self.spec, **options)
         self.engine.load()
 
     def principles_for(self, prompt: str, step: int) -> list:
@@ -331,8 +353,8 @@ class JudgeReward:
                                 strategy=self.constitution.sampling.strategy, key=f"rl:{step}:{prompt}")
         return [by_id[i] for i in ids]
 
-    def __call__(self, prompts, completions, trainer_state=None, **_) -> list[float]:
-        from cai.preferences.feedback import principle_probabilities
+    def __call__(self, prompts, completions, trainer_state=None, **_) -> list[float | None]:
+        from cai.judging.labels import principle_probabilities
 
         if self.engine is None:
             self.load()
@@ -343,10 +365,11 @@ class JudgeReward:
             chosen = self.principles_for(question, step)
             items += [(question, answer, p) for p in chosen]
             spans.append(len(chosen))
-        probs = principle_probabilities(self.engine, self.templates, items)
+        probs = principle_probabilities(self.engine, self.templates, items, strict=False)
         out, start = [], 0
         for n in spans:
-            out.append(sum(probs[start:start + n]) / n)
+            part = probs[start:start + n]
+            out.append(None if None in part else sum(part) / n)      # the judge failed on it: no reward
             start += n
         return out
 
@@ -424,7 +447,7 @@ def build_reward_funcs(recipe, policy_path: str, policy_tokenizer, *, seed: int)
             func, tokenizer = load_reward_model(entry, policy_tokenizer)
         elif isinstance(entry, JudgeEntry):
             constitution = load_judge_constitution(recipe, f"rewards.{i}", entry)
-            func = JudgeReward(entry, constitution, _model_path(entry.model) if entry.model else policy_path, seed)
+            func = JudgeReward(entry, constitution, policy_path, seed)
         elif isinstance(entry, ToxicityEntry):
             func = ToxicityReward(entry)
         elif isinstance(entry, FunctionEntry):
@@ -435,8 +458,3 @@ def build_reward_funcs(recipe, policy_path: str, policy_tokenizer, *, seed: int)
         classes.append(tokenizer)
     return funcs, classes
 
-
-def _model_path(spec: str) -> str:
-    from cai.models import resolve_model
-
-    return resolve_model(spec).path

@@ -67,7 +67,7 @@ def test_dpo_and_reward_trainers_take_the_export_as_it_is(tiny_run, tmp_path, ti
 
 def test_ai_feedback_orients_pairs_by_the_judges_label(tiny_run, tmp_path, tiny_model_dir):
     cli(["data", "pairs", str(tiny_run), "--strategy", "ai-feedback", "--feedback-margin", "0",
-             "--no-filter", "--out", str(tmp_path / "ds"), "--feedback-model", str(tiny_model_dir),
+             "--no-filter", "--out", str(tmp_path / "ds"), "--judge-model", str(tiny_model_dir),
              "--keep-truncated"])
     rows = [json.loads(line) for split in ("train_prefs", "test_prefs")
             for line in (tmp_path / "ds" / f"{split}.jsonl").read_text().splitlines()]
@@ -86,7 +86,7 @@ def test_feedback_labels_cancel_position_bias(tiny_model_dir):
     from cai.constitution import load_constitution
     from cai.engines.transformers import TransformersEngine
     from cai.generation.templates import Templates
-    from cai.preferences.feedback import preference_labels
+    from cai.judging.labels import preference_labels
 
     engine = TransformersEngine(tiny_model_dir)
     engine.load()

@@ -81,7 +81,7 @@ def test_a_reward_preferring_one_token_raises_the_expected_reward(kind, data, ti
 
 
 def test_the_judge_reward_is_a_probability_independent_of_label_and_batch_order(tiny_model_dir, monkeypatch):
-    import cai.preferences.feedback
+    import cai.judging.labels
     from cai.constitution import load_constitution
     from cai.paths import shipped_dir
     from cai.train.rewards import JudgeEntry, JudgeReward
@@ -98,7 +98,7 @@ def test_the_judge_reward_is_a_probability_independent_of_label_and_batch_order(
     assert len(set(values)) == 3                                  # it reads the completion: not a constant
     reversed_batch = judge(prompts=prompts[::-1], completions=completions[::-1])[::-1]
     assert reversed_batch == pytest.approx(values, abs=1e-6)
-    monkeypatch.setattr(cai.preferences.feedback, "LABELS", ("B", "A"))       # the other letter shown first
+    monkeypatch.setattr(cai.judging.labels, "LABELS", ("B", "A"))       # the other letter shown first
     assert judge(prompts=prompts, completions=completions) == pytest.approx(values, abs=1e-6)
 
 

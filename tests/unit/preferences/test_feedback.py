@@ -11,7 +11,8 @@ from support.engines import FakeEngine
 
 from cai.constitution import load_constitution
 from cai.generation.templates import Templates
-from cai.preferences.feedback import compare, pair_preferences, preference_labels
+from cai.judging.labels import compare, preference_labels
+from cai.preferences.feedback import pair_preferences
 
 HHH = load_constitution(REPO / "constitution" / "hhh.yaml")
 PRINCIPLE = HHH.principles[0]
@@ -68,7 +69,7 @@ def test_pair_preferences_average_over_the_pairs_own_principles():
         return {"prompt": [{"role": "user", "content": "Q?"}], "chosen": [{"role": "assistant", "content": chosen}],
                 "rejected": [{"role": "assistant", "content": rejected}], "principle_ids": principle_ids}
 
-    longer, unknown = pair_preferences(engine, Templates(), HHH, [
+    (longer, _), unknown = pair_preferences(engine, Templates(), HHH, [
         row("a longer and better answer", "short", ids), row("x", "y", ["not-in-the-constitution"])])
-    assert longer > 0.7 and unknown is None
+    assert longer > 0.7 and unknown == (None, None)
     assert len(engine.calls[0]) == 4                # two principles x two orders, one batched call
