@@ -70,6 +70,10 @@ BENCHES = [
                                                "--plumbing-steps", "2", "--eval-limit", "2"],
           "cai train grpo vs TRL's GRPO script; judge reward cost vs generation; 30-step plumbing run + cai eval "
           "(embedded SmolLM2)", timeout=14400),
+    Bench("judge", "judge_throughput.py", [], ["--pairs", "16", "--rounds", "1"],
+          "AI-feedback judge: pairs per second over vLLM's OpenAI server vs the in-process vLLM engine, same pairs "
+          "and model (target >= 0.8x); label agreement of the two and of the server's top_logprobs reading",
+          timeout=3600),
     Bench("eval", "run_all.py", ["--internal", "eval"], ["--internal", "eval", "--quick"],
           "cai eval (adapter-free model vs baseline, judge on) and cai report on the embedded SmolLM2"),
 ]

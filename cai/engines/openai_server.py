@@ -219,6 +219,9 @@ class OpenAIEngine(Engine):
 
     # --- label log-probabilities (AI feedback) -------------------------------------------------
 
+    # False reads `top_logprobs` even from a server that takes exact token ids (to compare the two readings).
+    label_exact_ids = True
+
     def label_logprobs(self, conversations: list[Conversation], labels: list[str]) -> list[list[float]]:
         reads = self.label_reads(conversations, labels)
         for i, read in enumerate(reads):
@@ -265,7 +268,7 @@ class OpenAIEngine(Engine):
             if self._client is None:
                 self.load()
             self._stop.clear()
-            ids = self._label_token_ids(labels)
+            ids = self._label_token_ids(labels) if self.label_exact_ids else None
             exact = server_labels.LabelMode(ids=ids) if ids else None
             if exact is not None and self._probe(exact, labels) is None:
                 modes[key] = exact

@@ -93,12 +93,13 @@ class JudgeSettings:
 
     def __post_init__(self) -> None:
         try:
-            self.judge.check()
+            self.judge_spec.check()
         except SettingError as err:
             raise SettingError(f"judge_{err.field}", err.message) from None
 
     @property
-    def judge(self) -> JudgeSpec:
+    def judge_spec(self) -> JudgeSpec:
+        """The flags as a JudgeSpec (what they leave out still None)."""
         return JudgeSpec(self.judge_engine, self.judge_base_url, self.judge_model)
 
     @property
@@ -109,6 +110,6 @@ class JudgeSettings:
     def resolve_judge(self, default: JudgeSpec) -> JudgeSpec:
         """The judge these flags name, with `default` (the job's own judge) for what they leave out."""
         try:
-            return self.judge.resolve(default)
+            return self.judge_spec.resolve(default)
         except SettingError as err:
             raise SettingError(f"judge_{err.field}", err.message) from None

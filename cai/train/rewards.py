@@ -77,7 +77,7 @@ class JudgeEntry(RewardEntry):
     engine_options: dict = field(default_factory=dict)
 
     @property
-    def judge(self):
+    def judge_spec(self):
         from cai.judging.settings import JudgeSpec
 
         return JudgeSpec(self.engine, self.base_url, self.model)
@@ -86,7 +86,7 @@ class JudgeEntry(RewardEntry):
         """The judge's JudgeSpec, the policy (with transformers) filling what the entry leaves out."""
         from cai.judging.settings import JudgeSpec
 
-        return self.judge.resolve(JudgeSpec("transformers", None, policy_path))
+        return self.judge_spec.resolve(JudgeSpec("transformers", None, policy_path))
 
 
 @dataclass

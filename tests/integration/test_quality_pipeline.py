@@ -214,7 +214,9 @@ def test_verify_judge_drops_the_pairs_it_reverses_and_stores_its_label(run):
     assert all(0.5 + 0.1 <= r["judge_preference"] <= 1 for r in kept.values())
     dropped = [r for r in read_jsonl(out / "dataset" / "dropped.jsonl") if r["drop_reason"] == "judge disagrees"]
     assert [r["generation_id"] for r in dropped] == ["good-names"] and dropped[0]["judge_preference"] < 0.5
-    assert read_card(out / "dataset")["verify"] == {"check": "judge", "margin": 0.1, "dropped": 1}
+    verify = read_card(out / "dataset")["verify"]
+    assert {k: verify[k] for k in ("check", "margin", "dropped")} == {"check": "judge", "margin": 0.1, "dropped": 1}
+    assert verify["judge"].endswith("(scripted)")                       # the run's model on the run's engine
 
 
 def test_audit_counts_every_rule_shows_refusals_by_category_and_writes_a_page(run):
