@@ -284,12 +284,18 @@ class OpenAIEngine(Engine):
         return modes[key]
 
     def _probe(self, mode, labels: list[str]) -> str | None:
-        """None when the server answers `mode`'s request with every label's log-probability, else what went wrong."""
+        """None when the server answers `mode`'s request with the labels' log-probabilities, else what went wrong.
+
+        A server that fails the top-N request for another reason than log-probabilities (down, unknown model,
+        bad key) raises that error as generation would.
+        """
         from cai.engines import server_labels
 
         try:
             data = self._post(server_labels.body(self.model, server_labels.PROBE, mode))
         except CaiError as err:
+            if not mode.exact and "logprob" not in str(err).lower():
+                raise
             return f"it answered {str(err).removeprefix(f'{self.url}: ')}"
         read = (server_labels.read_exact(data, labels, mode.ids) if mode.exact
                 else server_labels.read_top(data, labels))

@@ -39,6 +39,19 @@ def test_a_server_without_log_probabilities_is_one_line_before_anything_is_judge
     assert "--judge-engine transformers or vllm" in message
 
 
+@pytest.mark.parametrize("status,message,expected", [
+    (400, "logprobs are not supported by this model",
+     "returns no log-probabilities: asked /chat/completions for logprobs with top_logprobs 20, it answered "
+     "HTTP 400: logprobs are not supported by this model; the judge reads"),
+    (404, "The model `judge` does not exist.", "/chat/completions: HTTP 404: The model `judge` does not exist."),
+])
+def test_a_server_that_refuses_is_one_line_saying_why(status, message, expected):
+    with serve(lambda body: (status, {"error": {"message": message}})) as stub:
+        with OpenAIEngine("judge", base_url=stub.url) as engine, pytest.raises(CaiError) as err:
+            engine.label_reads([question("a", "b")], LABELS)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
 def test_a_label_outside_the_top_n_is_floored_and_says_so():
     def answer(body):
         top = judge_top(body, drop="B" if "rare" in json.dumps(body["messages"]) else None)
