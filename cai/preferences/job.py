@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cai.errors import CaiError
 from cai.generation.store import RunStore
+from cai.judging.judge import JudgeStats
 from cai.judging.settings import SERVER, JudgeSpec
 from cai.preferences.config import AnnotationsConfig, FilterConfig, PairsConfig, SafetySettings
 from cai.preferences.pair_filter import PairRules, QualityFilter
@@ -34,7 +35,7 @@ class PairsSummary:
     splits: dict[str, int]
     out: str
     note: str | None = None
-    judge: object | None = None     # cai.judging.judge.JudgeStats when the judge ran
+    judge: JudgeStats | None = None     # what the judge did, when it ran
 
 
 @dataclass
@@ -73,11 +74,11 @@ def run_judge(manifest: dict) -> JudgeSpec:
 
 
 @contextmanager
-def _judge(cfg: PairsConfig, manifest: dict, run_dir: Path, stats: list):
+def _judge(spec: JudgeSpec, run_dir: Path, stats: list):
     """The judge as a loaded, cached engine (its answers kept in RUN/judge-cache.jsonl); its counts go to `stats`."""
     from cai.judging.judge import open_judge
 
-    with open_judge(cfg.resolve_judge(run_judge(manifest)), cache_dir=run_dir) as judge:
+    with open_judge(spec, cache_dir=run_dir) as judge:
         try:
             yield judge
         finally:
@@ -170,10 +171,12 @@ def build_dataset(cfg: PairsConfig, *, on_scored=None, on_judged=None) -> PairsS
         dropped[reason] += 1
         dropped_rows.append({**row, "drop_reason": reason, "drop_detail": detail})
 
-    judge_stats: list = []
+    judges = cfg.strategy == "ai-feedback" or cfg.verify == "judge"
+    judge_spec = cfg.resolve_judge(run_judge(manifest)) if judges else None      # a bad judge fails before any work
+    judge_stats: list[JudgeStats] = []
     on_judged = on_judged or (lambda n: None)
     if cfg.strategy == "ai-feedback":
-        with _judge(cfg, manifest, store.dir, judge_stats) as judge:
+        with _judge(judge_spec, store.dir, judge_stats) as judge:
             candidates = _ai_feedback_rows(records, cfg, judge, sources, drop, on_judged)
     else:
         candidates = [row for r in records for row in pairs_from_record(r, cfg.strategy)]
@@ -191,7 +194,7 @@ def build_dataset(cfg: PairsConfig, *, on_scored=None, on_judged=None) -> PairsS
         score_rows(rows, rules, on_batch=on_scored)
         rows, _ = apply_rules(rows, rules, on_drop=drop)
     if cfg.verify == "judge" and rows:
-        with _judge(cfg, manifest, store.dir, judge_stats) as judge:
+        with _judge(judge_spec, store.dir, judge_stats) as judge:
             rows = verify_with_judge(rows, cfg, judge, sources, drop, on_judged)
 
     out = Path(cfg.out) if cfg.out else store.dir / "dataset"

@@ -212,7 +212,11 @@ def test_a_server_run_is_judged_on_its_own_server_by_default(prompts, tmp_path):
     state = {"broken": False}
     with serve(writer_and_judge(state)) as stub:
         _generate(stub, prompts, tmp_path / "run", "--no-pairs")
+        local = cli(["data", "pairs", tmp_path / "run", "--verify", "judge", "--judge-engine", "transformers"], code=2)
         line = cli(["data", "pairs", tmp_path / "run", "--verify", "judge", "--no-filter"], code=2).output
+    assert local.output.strip() == ("error: --judge-model: the default judge is a server's model (writer); give a "
+                                    "local judge model (a folder or .gguf) or a server's URL")
+    assert not (tmp_path / "run" / "dataset").exists()                  # refused before any pair was scored
     # the run's writer model is asked as the judge (and this stub's writer gives no log-probabilities)
     line = line.strip()
     assert line.startswith("error: ") and "\n" not in line
