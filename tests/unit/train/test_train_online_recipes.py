@@ -194,3 +194,11 @@ def test_rl_pipeline_errors(tmp_path, data, text, expected):
     recipe.write_text(text)
     line = _fail(["train", "pipeline", "--recipe", str(recipe), "--data", str(data)])
     assert expected in line, line
+
+
+def test_a_served_judge_reward_is_spelled_as_everywhere_and_checked_without_a_request(data, reward_dir):
+    """The README's spelling: the judge entry replaced by a server's model; the dry run contacts no server."""
+    entry = '{type: judge, engine: openai, base_url: "http://127.0.0.1:9/v1", model: judge}'
+    out = _ok(["train", "grpo", "--recipe", "grpo", "--data", str(data), "--model", NO_MODEL, "--dry-run",
+               "--set", f"rewards.1={entry}"])
+    assert "engine: openai" in out and "base_url: http://127.0.0.1:9/v1" in out and "model: judge" in out
