@@ -1,25 +1,27 @@
 """Judge throughput: pairs per second over vLLM's OpenAI-compatible server against the in-process vLLM engine.
 
-    python bench/judge_throughput.py [--pairs 128] [--rounds 2] [--concurrency 8] [--vllm-python PATH]
+    python bench/judge_throughput.py [--pairs 64] [--rounds 2] [--concurrency 8] [--vllm-python PATH]
 
-Same pairs, same model, same run. The pairs are real: the first `--pairs` of the
-HH-RLHF harmless-base test split shipped in data/hh-rlhf (last human turn, the two
-final answers, each up to 600 characters). Each is judged as `cai data pairs --strategy ai-feedback` judges it
-(`cai.judging.labels.preference_labels`: a principle of hhh.yaml drawn per pair, both
-option orders, batches of `cai.preferences.job.JUDGE_BATCH` pairs), by the embedded
-SmolLM2 on two engines started once with the same settings (dtype, eager, prefix
-caching, 1 GiB KV cache, every core):
+Same pairs, same model, same run. The pairs are real: from the HH-RLHF
+harmless-base test split shipped in data/hh-rlhf (last human turn, the two final
+answers, each up to 600 characters), `--pairs` new ones each round. Each is judged
+as `cai data pairs --strategy ai-feedback` judges it (`cai.judging.labels.preference_labels`:
+a principle of hhh.yaml drawn per pair, both option orders, batches of
+`cai.preferences.job.JUDGE_BATCH` pairs), by the embedded SmolLM2 on two engines
+started once with the same settings (dtype, eager, prefix caching, 1 GiB KV cache,
+every core):
 
 - server: `python -m vllm.entrypoints.openai.api_server`, read by cai's `openai`
   engine (exact label token ids, one `max_tokens: 1` request per question,
   `--concurrency` in flight);
 - in-process: cai's `vllm` engine (the same `logprob_token_ids`, through `vllm.LLM`).
 
-Engine start is excluded. The two are timed alternately (`--rounds` each, after a
-warm-up), and the ratio is of the medians; the server's `top_logprobs` mode is timed
-once too. The labels of the engines are compared (largest difference, verdicts that
-agree; for `top_logprobs`, on the pairs where no label fell outside the top 20).
-Target: server >= 0.8x in-process.
+Engine start is excluded. After a warm-up, each round judges new pairs on both
+engines, first on one then on the other, so neither meets a prompt already in its
+prefix cache; the ratio is of the total times. The server's `top_logprobs` reading is
+timed once more on new pairs. The labels are compared: largest difference, and
+verdicts (the side of 0.5, near-ties apart) that agree; for `top_logprobs`, on the
+pairs where no label fell outside the top 20. Target: server >= 0.8x in-process.
 
 vLLM pins an older transformers, so it usually lives in `.venv-vllm`: when this
 interpreter lacks vllm the script reruns itself there. Prints JSON lines and
@@ -32,7 +34,6 @@ import argparse
 import importlib.util
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,20 +66,30 @@ def judge_all(engine, pairs) -> tuple[list[dict], float]:
     return labels, time.perf_counter() - start
 
 
+TIE = 1e-3      # labels this close to 0.5 are ties: a 135M judge puts many there, where float noise flips a ">"
+
+
+def verdict(label: float) -> int:
+    return 0 if abs(label - 0.5) < TIE else (1 if label > 0.5 else -1)
+
+
 def compare(a: list[dict], b: list[dict]) -> dict:
-    """How close two engines' labels are, over the pairs where neither floored a label."""
+    """How close two readings' labels are, over the pairs where neither floored a label."""
     both = [(x["label"], y["label"]) for x, y in zip(a, b) if not x["floored"] and not y["floored"]]
     return {"pairs_compared": len(both), "floored": len(a) - len(both),
-            "max_label_difference": round(max(abs(x - y) for x, y in both), 4) if both else None,
-            "verdicts_agree": round(sum((x > 0.5) == (y > 0.5) for x, y in both) / len(both), 4) if both else None}
+            "max_label_difference": round(max(abs(x - y) for x, y in both), 5) if both else None,
+            "verdicts_agree": round(sum(verdict(x) == verdict(y) for x, y in both) / len(both), 4) if both else None}
 
 
 def run(args) -> None:
     from cai.engines.vllm import _read_cpu_flags, cpu_dtype, cpu_env_defaults
     from cai.models import resolve_model
 
-    pairs = hh_pairs(args.pairs)
-    warm = pairs[:8]
+    found = hh_pairs(8 + (args.rounds + 1) * args.pairs)
+    if len(found) < 8 + (args.rounds + 1) * args.pairs:
+        raise SystemExit(f"{len(found)} usable pairs in data/hh-rlhf; ask for fewer")
+    warm, rest = found[:8], found[8:]
+    slices = [rest[k * args.pairs:(k + 1) * args.pairs] for k in range(args.rounds + 1)]
     model = resolve_model(None).path
     dtype = cpu_dtype(_read_cpu_flags())
     os.environ.update(cpu_env_defaults(os.environ))           # every core computes, as in cai's vllm engine
@@ -86,12 +97,13 @@ def run(args) -> None:
     started = time.perf_counter()
     with openai_server(model, cache, "--max-model-len", "2048", "--dtype", dtype, name="judge", timeout=900) as url:
         server_start = time.perf_counter() - started
-        labels, times, top_seconds, local_start, mode = measure(args, url, model, pairs, warm)
-    report(args, pairs, dtype, labels, times, top_seconds, server_start, local_start, mode)
+        result = measure(args, url, model, warm, slices)
+    report(args, dtype, result, server_start)
 
 
-def measure(args, url: str, model: str, pairs, warm):
-    """Both engines over the same pairs, alternately; the server's top_logprobs reading once."""
+def measure(args, url: str, model: str, warm, slices) -> dict:
+    """Round k judges slice k on both engines (order alternating), so every timed pass meets pairs new to both
+    prefix caches; then the last slice through `top_logprobs`, timed, and through exact ids, for agreement."""
     from cai.engines.openai_server import OpenAIEngine
     from cai.engines.vllm import VLLMEngine
 
@@ -99,50 +111,55 @@ def measure(args, url: str, model: str, pairs, warm):
     try:
         started = time.perf_counter()
         local.load()
-        local_start = time.perf_counter() - started
+        out = {"local_start": time.perf_counter() - started, "times": {"server": [], "local": []},
+               "labels": {"server": [], "local": []}}
         server = OpenAIEngine("judge", base_url=url, concurrency=args.concurrency)
         server.load()
-        mode = server.label_mode(["A", "B"])
+        out["mode"] = server.label_mode(["A", "B"])
         judge_all(server, warm)
         judge_all(local, warm)
-        times = {"server": [], "local": []}
-        labels = {}
-        for _ in range(args.rounds):
-            for name, engine in (("server", server), ("local", local)):
-                labels[name], seconds = judge_all(engine, pairs)
-                times[name].append(seconds)
-        server.close()
+        for k, pairs in enumerate(slices[:-1]):
+            order = (("server", server), ("local", local))
+            for name, engine in order if k % 2 == 0 else order[::-1]:
+                labels, seconds = judge_all(engine, pairs)
+                out["labels"][name] += labels
+                out["times"][name].append(seconds)
         top = OpenAIEngine("judge", base_url=url, concurrency=args.concurrency)
         top.label_exact_ids = False                                          # the same server, top_logprobs only
-        labels["top"], top_seconds = judge_all(top, pairs)
+        out["labels"]["top"], out["top_seconds"] = judge_all(top, slices[-1])
+        out["labels"]["exact"], _ = judge_all(server, slices[-1])
+        server.close()
         top.close()
     finally:
         local.close()
-    return labels, times, top_seconds, local_start, mode
+    return out
 
 
-def report(args, pairs, dtype, labels, times, top_seconds, server_start, local_start, mode) -> None:
-    server_s, local_s = statistics.median(times["server"]), statistics.median(times["local"])
+def report(args, dtype, result: dict, server_start: float) -> None:
+    times, labels, n = result["times"], result["labels"], args.pairs
+    server_s, local_s = sum(times["server"]), sum(times["local"])
     rows = [
-        {"engine": "server (openai, exact ids)", "mode": mode.describe(), "start_s": round(server_start, 1),
-         "seconds": [round(t, 2) for t in times["server"]], "pairs_per_s": round(len(pairs) / server_s, 2)},
-        {"engine": "server (openai, top_logprobs)", "mode": "top_logprobs 20", "start_s": round(server_start, 1),
-         "seconds": [round(top_seconds, 2)], "pairs_per_s": round(len(pairs) / top_seconds, 2)},
+        {"engine": "server (openai)", "mode": result["mode"].describe(), "start_s": round(server_start, 1),
+         "seconds": [round(t, 2) for t in times["server"]], "pairs_per_s": round(n * args.rounds / server_s, 2)},
+        {"engine": "server (openai)", "mode": "top_logprobs 20", "start_s": round(server_start, 1),
+         "seconds": [round(result["top_seconds"], 2)], "pairs_per_s": round(n / result["top_seconds"], 2)},
         {"engine": "in-process (vllm)", "mode": "exact token ids (logprob_token_ids)",
-         "start_s": round(local_start, 1), "seconds": [round(t, 2) for t in times["local"]],
-         "pairs_per_s": round(len(pairs) / local_s, 2)},
+         "start_s": round(result["local_start"], 1), "seconds": [round(t, 2) for t in times["local"]],
+         "pairs_per_s": round(n * args.rounds / local_s, 2)},
     ]
     ratio = round(local_s / server_s, 3)
     agreement = {"server_vs_local": compare(labels["server"], labels["local"]),
-                 "top_vs_exact": compare(labels["top"], labels["server"])}
+                 "top_vs_exact": compare(labels["top"], labels["exact"])}
+    spread = [x["label"] for x in labels["local"]]
     for row in rows:
         print(json.dumps(row))
-    print(json.dumps({"pairs": len(pairs), "concurrency": args.concurrency, "dtype": dtype,
+    print(json.dumps({"pairs_per_round": n, "rounds": args.rounds, "concurrency": args.concurrency, "dtype": dtype,
                       "server_over_in_process": ratio, "agreement": agreement,
+                      "label_range": [round(min(spread), 4), round(max(spread), 4)],
                       "load_avg_1m": round(os.getloadavg()[0], 1)}))
-    print(f"\n{len(pairs)} HH-RLHF harmless-base test pairs, embedded SmolLM2-135M, {dtype}, both orders "
-          f"(2 questions a pair), concurrency {args.concurrency}; median of {args.rounds} alternating runs\n")
-    print("| engine | label read | start s | judge s | pairs/s |")
+    print(f"\n{n} new HH-RLHF harmless-base test pairs a round, {args.rounds} rounds (engine order alternating), "
+          f"embedded SmolLM2-135M, {dtype}, both option orders (2 questions a pair), concurrency {args.concurrency}\n")
+    print("| engine | label read | start s | judge s per round | pairs/s |")
     print("| --- | --- | --- | --- | --- |")
     for row in rows:
         print(f"| {row['engine']} | {row['mode']} | {row['start_s']} | "
@@ -151,18 +168,19 @@ def report(args, pairs, dtype, labels, times, top_seconds, server_start, local_s
     print("\n| target | measured | goal |")
     print("| --- | --- | --- |")
     print(f"| server / in-process pairs per second | {ratio}x | >= 0.8x |")
-    print(f"| server vs in-process: largest label difference; verdicts that agree | "
+    print(f"| server vs in-process, {a['pairs_compared']} pairs: largest label difference; verdicts that agree | "
           f"{a['max_label_difference']}; {a['verdicts_agree']:.1%} | <= 0.02; >= 95% |")
-    print(f"| top_logprobs vs exact ids, on the {t['pairs_compared']} pairs with no label floored: largest label "
-          f"difference; verdicts that agree | {t['max_label_difference']}; {t['verdicts_agree']:.1%} | "
+    print(f"| top_logprobs vs exact ids, on the {t['pairs_compared']} of {n} pairs with no label floored: largest "
+          f"label difference; verdicts that agree | {t['max_label_difference']}; {t['verdicts_agree']:.1%} | "
           "<= 0.02; >= 95% |")
-    print(f"| pairs with a label outside the server's top 20 (floored) | {t['floored']} of {len(pairs)} | "
-          "(the embedded 135M model ranks B about 20th) |")
+    print(f"| pairs with a label outside the server's top 20 (floored) | {t['floored']} of {n} | - |")
+    print(f"\nLabels range {min(spread):.3f} to {max(spread):.3f}: the 135M judge barely separates the answers, so a "
+          f"verdict is the side of 0.5 a label falls on, with labels within {TIE:g} of 0.5 counted as ties.")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=128)
+    parser.add_argument("--pairs", type=int, default=64, help="new pairs judged a round by each engine")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight to the server")
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"),
