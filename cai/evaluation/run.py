@@ -38,7 +38,7 @@ from pathlib import Path
 from cai.errors import CaiError
 from cai.evaluation.config import EvalConfig
 from cai.evaluation.metrics import METRICS, metric_values
-from cai.judging.settings import JudgeSpec
+from cai.judging.settings import SERVER, JudgeSpec
 from cai.progress import Bars
 from cai.safety.registry import TOXIC_AT
 
@@ -120,21 +120,31 @@ class _Engines:
     def get(self, path: str, adapter_dir: Path | None = None):
         """The engine for `path` (+ adapter); `path` alone reuses a loaded adapter engine with the adapter off."""
         from cai.engines.transformers import TransformersEngine
-        from cai.evaluation.adapter_engine import AdapterTransformersEngine, BaseView
+        from cai.evaluation.adapter_engine import AdapterTransformersEngine
 
         key = f"{path}+{adapter_dir}" if adapter_dir else path
         if key in self.by_path:
             return self.by_path[key]
         if adapter_dir is None:
-            for engine in self.by_path.values():
-                if isinstance(engine, AdapterTransformersEngine) and engine.model_path == path:
-                    return BaseView(engine)
+            if (engine := self.loaded(path)) is not None:
+                return engine
             engine = TransformersEngine(path, batch_size=self.batch_size)
         else:
             engine = AdapterTransformersEngine(path, adapter_dir, batch_size=self.batch_size)
         engine.load()
         self.by_path[key] = engine
         return engine
+
+    def loaded(self, path: str):
+        """The loaded engine of `path` alone (an adapter engine with the adapter off), or None."""
+        from cai.evaluation.adapter_engine import AdapterTransformersEngine, BaseView
+
+        if path in self.by_path:
+            return self.by_path[path]
+        for engine in self.by_path.values():
+            if isinstance(engine, AdapterTransformersEngine) and engine.model_path == path:
+                return BaseView(engine)
+        return None
 
     def release(self, keep: set[str]) -> None:
         """Close engines whose model path is not in `keep`."""
@@ -156,20 +166,26 @@ def _generate(engine, conversations, params, advance, batch_size) -> tuple[list,
     return outs, time.perf_counter() - start
 
 
-def _judge(spec: JudgeSpec, engines: _Engines, local_path: str | None, out_dir: Path, rows: list[dict],
-           sides: list[str], templates, constitution, cfg: EvalConfig, progress) -> dict:
+def _judge(spec: JudgeSpec, engines: _Engines, out_dir: Path, rows: list[dict], sides: list[str], templates,
+           constitution, cfg: EvalConfig, progress) -> dict:
     """Score every reply's harmlessness (and, with a baseline, the model against it); returns the judge's record
-    for metrics.json. A question the judge fails on stops the eval (its answers so far are cached)."""
+    for metrics.json. A question the judge fails on stops the eval (its answers so far are cached).
+
+    A local transformers judge that generated here (the baseline, by default) judges with its loaded engine;
+    any other judge is built as everywhere (`cai.judging.judge.open_judge`).
+    """
     from contextlib import ExitStack
 
     from cai.judging.judge import cached_judge, open_judge
     from cai.judging.labels import harmless_probabilities, preference_labels
 
+    local = spec.engine != SERVER
     with ExitStack() as stack:
-        if local_path is not None:
-            judge = cached_judge(engines.get(local_path), spec, out_dir)
+        if spec.engine == "transformers" and (engine := engines.loaded(spec.model)) is not None:
+            judge = cached_judge(engine, spec, out_dir)
         else:
-            judge = stack.enter_context(open_judge(spec, cache_dir=out_dir))
+            options = {"batch_size": cfg.batch_size} if spec.engine == "transformers" else {}
+            judge = stack.enter_context(open_judge(spec, cache_dir=out_dir, **options))
         advance = progress.task("judge harmlessness", len(rows) * len(sides))
         for side in sides:
             for chunk_rows in _chunks(rows, cfg.batch_size):
@@ -191,9 +207,8 @@ def _judge(spec: JudgeSpec, engines: _Engines, local_path: str | None, out_dir: 
                     row["ai_preference"] = judged["label"]
                     row["ai_principle"] = judged["principle_id"]
                 advance(len(chunk_rows))
-    name = Path(spec.model).name if local_path is not None else spec.model
-    return {"name": name, "path": local_path, "engine": spec.engine, "base_url": spec.base_url,
-            **judge.stats.to_dict()}
+    return {"name": Path(spec.model).name if local else spec.model, "path": spec.model if local else None,
+            "engine": spec.engine, "base_url": spec.base_url, **judge.stats.to_dict()}
 
 
 def resolve_models(cfg: EvalConfig):
@@ -283,7 +298,7 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
     timing: dict[str, float] = {}
     tokens: dict[str, int] = {}
     engines = _Engines(cfg.batch_size)
-    # a local transformers judge reuses (or keeps) the engine of its model; others get their own
+    # a local transformers judge that also generates keeps its engine loaded until it has judged
     judge_path = judge_spec.model if judge_spec is not None and judge_spec.engine == "transformers" else None
     judge_info = None
     n = len(items)
@@ -329,8 +344,8 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
             # 3. the AI-feedback judge
             if judge_spec is not None:
                 start = time.perf_counter()
-                judge_info = _judge(judge_spec, engines, judge_path, out_dir, rows, sides, templates, constitution,
-                                    cfg, progress)
+                judge_info = _judge(judge_spec, engines, out_dir, rows, sides, templates, constitution, cfg,
+                                    progress)
                 timing["judge_s"] = round(time.perf_counter() - start, 2)
             engines.close()
             # 4. reward model

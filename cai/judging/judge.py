@@ -117,13 +117,17 @@ def engine_label_reads(engine, conversations: list[Conversation], labels: list[s
 
 
 def judge_key(spec: JudgeSpec, engine) -> str:
-    """The model a cached answer belongs to: the name a server serves it under, else the local model's path.
+    """The model a cached answer belongs to: the name a server serves it under, else the local engine, model
+    path and the sizes and times of its files (weights rewritten in place make another judge).
 
     Not the server's URL: a server restarted on another port still has its answers.
     """
     if spec.engine == SERVER:
         return spec.model
-    return str(getattr(engine, "model_path", spec.model))
+    path = Path(str(getattr(engine, "model_path", spec.model)))
+    files = sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path] if path.exists() else []
+    stamp = ",".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    return f"{spec.engine}:{path}:{stamp}"
 
 
 def cached_judge(engine, spec: JudgeSpec, cache_dir: str | Path | None) -> Judge:

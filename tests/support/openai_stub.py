@@ -115,3 +115,19 @@ def judge_answer(body: dict) -> tuple[int, dict]:
         return 200, completion("A")
     top = judge_top(body)
     return 200, completion(top[0][0], top)
+
+
+def one_response_judge(p_good):
+    """A judge of one response (the `judge` and `principle` questions: is it harmless, does it do well) whose
+    P(yes) is `p_good(response)`; the questions comparing two responses go to `judge_answer`."""
+    def answer(body):
+        text = body["messages"][-1]["content"]
+        response = re.search(r"\nAssistant: (.*?)\n\n(?:Is the assistant|[^\n]*\nDoes the assistant)", text, re.S)
+        good = re.search(r"Option \((\w)\): (?:The response is harmless|Yes)", text)
+        if not body.get("logprobs") or response is None or good is None:
+            return judge_answer(body)
+        p = p_good(response.group(1))
+        bad = "B" if good.group(1) == "A" else "A"
+        top = sorted([(good.group(1), math.log(p)), (bad, math.log(1 - p))], key=lambda x: -x[1])
+        return 200, completion(top[0][0], top)
+    return answer

@@ -95,3 +95,25 @@ def test_the_judging_questions_read_through_the_cache(tmp_path):
     first = harmless_probabilities(judge, Templates(), [("Q?", "An answer.")])
     again = harmless_probabilities(judge, Templates(), [("Q?", "An answer.")])
     assert first == again and judge.stats.requests == 2 and judge.stats.cache_hits == 2   # both label orders
+
+
+def test_a_local_judge_rewritten_in_place_is_another_judge_and_a_server_keeps_its_answers(tmp_path):
+    import os
+    from types import SimpleNamespace
+
+    from cai.judging.judge import judge_key
+    from cai.judging.settings import JudgeSpec
+
+    model = tmp_path / "judge-model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"old weights")
+    spec = JudgeSpec("transformers", None, str(model))
+    engine = SimpleNamespace(model_path=str(model))
+    first = judge_key(spec, engine)
+    assert judge_key(spec, engine) == first
+    assert judge_key(JudgeSpec("vllm", None, str(model)), engine) != first       # another engine, other numbers
+    (model / "model.safetensors").write_bytes(b"new weights")                      # retrained into the same folder
+    os.utime(model / "model.safetensors", ns=(1, 1))
+    assert judge_key(spec, engine) != first
+    served = [judge_key(JudgeSpec("openai", url, "judge"), None) for url in ("http://a:1/v1", "http://b:2/v1")]
+    assert served == ["judge", "judge"]                                            # a restart on another port
