@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from cai.cli import tables
-from cai.cli.options import argument, group, option
+from cai.cli.options import BareRay, argument, group, option
 from cai.preferences.config import (
     AnnotationsConfig,
     AuditConfig,
@@ -55,7 +55,7 @@ def merge(
     )
 
 
-@app.command(help="Build preference pairs from a run, filter them and export the dataset.")
+@app.command(cls=BareRay, help="Build preference pairs from a run, filter them and export the dataset.")
 def pairs(
     run: str = argument(PairsConfig, "run"),
     strategy: str = option(PairsConfig, "strategy"),
@@ -73,6 +73,10 @@ def pairs(
     feedback_margin: float = option(PairsConfig, "feedback_margin"),
     feedback_model: Optional[str] = option(PairsConfig, "feedback_model"),
     feedback_engine: Optional[str] = option(PairsConfig, "feedback_engine"),
+    ray: Optional[str] = option(PairsConfig, "ray", metavar="[ADDRESS]"),
+    replicas: Optional[int] = option(PairsConfig, "replicas"),
+    gpus_per_replica: Optional[float] = option(PairsConfig, "gpus_per_replica"),
+    cpus_per_replica: float = option(PairsConfig, "cpus_per_replica"),
 ) -> None:
     build_pairs(PairsConfig(**locals()))
 

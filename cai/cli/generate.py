@@ -7,12 +7,13 @@ from typing import Optional
 import typer
 
 from cai.cli import tables
-from cai.cli.options import option
+from cai.cli.options import BareRay, option
 from cai.generation.config import GenerateConfig
 
 
 def register(root: typer.Typer) -> None:
-    root.command(help="Answer prompts with a local model, then critique and revise under a constitution.")(generate)
+    root.command(cls=BareRay,
+                 help="Answer prompts with a local model, then critique and revise under a constitution.")(generate)
 
 
 def generate(
@@ -48,6 +49,10 @@ def generate(
     enforce_eager: Optional[bool] = option(GenerateConfig, "enforce_eager", "--enforce-eager/--compile"),
     base_url: Optional[str] = option(GenerateConfig, "base_url"),
     concurrency: int = option(GenerateConfig, "concurrency"),
+    ray: Optional[str] = option(GenerateConfig, "ray", metavar="[ADDRESS]"),
+    replicas: Optional[int] = option(GenerateConfig, "replicas"),
+    gpus_per_replica: Optional[float] = option(GenerateConfig, "gpus_per_replica"),
+    cpus_per_replica: float = option(GenerateConfig, "cpus_per_replica"),
 ) -> None:
     cfg = GenerateConfig(**locals())
     if cfg.pairs:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cai.cluster import RaySettings
 from cai.config import REQUIRED, at_least, between, one_of, setting
 from cai.errors import SettingError
 from cai.preferences.imports import FORMATS
@@ -37,8 +38,11 @@ class SafetySettings:
 
 
 @dataclass(kw_only=True)
-class PairsConfig(SafetySettings):
-    """`cai data pairs`: a run's records -> pairs -> quality rules -> safety rules -> [judge] -> dataset."""
+class PairsConfig(RaySettings, SafetySettings):
+    """`cai data pairs`: a run's records -> pairs -> quality rules -> safety rules -> [judge] -> dataset.
+
+    With `--ray` (`RaySettings`) the judge's calls are spread over Ray replicas of the judge engine.
+    """
 
     run: str = setting(REQUIRED, "Run directory made by `cai generate`.")
     strategy: str = setting("final-vs-initial", "final-vs-initial, per-round or ai-feedback.")
@@ -67,6 +71,8 @@ class PairsConfig(SafetySettings):
         between("feedback_margin", self.feedback_margin, 0, 0.5)
         if self.verify == "judge" and self.strategy == "ai-feedback":
             raise SettingError("verify", "ai-feedback pairs are already chosen by the judge; use another --strategy")
+        if self.ray is not None and self.verify != "judge" and self.strategy != "ai-feedback":
+            raise SettingError("ray", "only the judge runs on Ray: add --strategy ai-feedback or --verify judge")
 
 
 @dataclass(kw_only=True)

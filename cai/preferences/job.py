@@ -69,6 +69,10 @@ def _judge(cfg: PairsConfig, manifest: dict):
         name = "transformers"          # a server's replies carry no label log-probabilities
     ref = resolve_model(cfg.feedback_model or manifest["model"].get("path"))
     engine = create_engine(name, ref.path)
+    if cfg.ray is not None:            # --ray: the judge's calls spread over Ray replicas of this engine
+        from cai.engines.replicated import ReplicatedEngine
+
+        engine = ReplicatedEngine(engine, cfg)
     engine.load()
     try:
         yield engine
@@ -76,7 +80,9 @@ def _judge(cfg: PairsConfig, manifest: dict):
         engine.close()
 
 
-def _batched(rows: list, size: int = DEFAULT_BATCH_SIZE):
+def _batched(rows: list, engine=None):
+    """Rows a judge call at a time: as many as the engine takes at once (a replicated engine, one batch a replica)."""
+    size = getattr(engine, "batch_size", DEFAULT_BATCH_SIZE)
     for start in range(0, len(rows), size):
         yield rows[start:start + size]
 
@@ -88,7 +94,7 @@ def _ai_feedback_rows(records: list[dict], cfg: PairsConfig, manifest: dict, sou
     candidates = [row for r in records for row in final_vs_initial(r)]
     labels = []
     with _judge(cfg, manifest) as engine:
-        for batch in _batched(candidates):
+        for batch in _batched(candidates, engine):
             labels += preference_labels(
                 engine, sources.templates, sources.constitution,
                 [(r["prompt"][0]["content"], r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in batch],
@@ -116,7 +122,7 @@ def verify_with_judge(rows: list[dict], cfg: PairsConfig, manifest: dict, source
     from cai.preferences.feedback import pair_preferences
 
     with _judge(cfg, manifest) as engine:
-        for batch in _batched(rows):
+        for batch in _batched(rows, engine):
             for row, p in zip(batch, pair_preferences(engine, sources.templates, sources.constitution, batch)):
                 row["judge_preference"] = p
     kept = []
