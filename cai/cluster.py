@@ -162,7 +162,7 @@ class ReplicaPool(Generic[T]):
     """`replicas` actors of `actor_class` (built with `args`), each given one work item at a time.
 
     The actor class has `load() -> dict` (what it is and where it runs, for the manifest) and the method
-    that `submit` calls. Use as a context manager: the actors are killed on exit.
+    that `submit` calls. close() kills the actors.
     """
 
     def __init__(self, actor_class: type, args: tuple, *, replicas: int, cpus: float, gpus: float,
@@ -180,12 +180,6 @@ class ReplicaPool(Generic[T]):
         self._note = on_note or (lambda text: None)
         for _ in range(replicas):
             self._start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def close(self) -> None:
         ray = _ray()
@@ -232,7 +226,10 @@ class ReplicaPool(Generic[T]):
         retry: deque[T] = deque()
         running: dict[Any, tuple[Replica, T]] = {}
         exhausted = False
-        while True:
+
+        def fill() -> None:
+            """Give every idle, loaded replica its next item: one handed back first, else a new one."""
+            nonlocal exhausted
             for replica in self.replicas:
                 if replica.loading is not None or replica.busy:
                     continue
@@ -241,10 +238,13 @@ class ReplicaPool(Generic[T]):
                     item = next(items, None)
                     exhausted = item is None
                 if item is None:
-                    break
+                    return
                 replica.busy = True
                 running[submit(replica.handle, item)] = (replica, item)
-            if not running and (exhausted and not retry):
+
+        while True:
+            fill()
+            if not running and exhausted and not retry:
                 return
             ref = self._next_ready(list(running) + [r.loading for r in self.replicas if r.loading is not None])
             if ref not in running:
@@ -257,6 +257,7 @@ class ReplicaPool(Generic[T]):
             except _ray().exceptions.RayActorError as err:
                 retry.extendleft(reversed(on_death(item, self._lost(replica, err))))
                 continue
+            fill()                      # the replica gets its next item before this one is written down
             on_done(item, result)
 
     def _next_ready(self, refs: list) -> Any:
