@@ -34,6 +34,7 @@ RAY_INSTALL = "pip install -e '.[ray]'"
 LOCAL = "local"                  # a bare `--ray`: RAY_ADDRESS, else a cluster on this machine, else a new one
 LOAD_DEATHS = 3                  # replicas dying while loading, in a row, before the run gives up
 CONNECT_SECONDS = 5.0            # a host:port that does not accept a connection by then is unreachable
+ON_SERVER = "the openai engine runs on its server, not in Ray replicas: leave --ray out"
 
 
 @dataclass(kw_only=True)
@@ -75,7 +76,7 @@ def connect(address: str, *, verbose: bool = False) -> str:
             raise SettingError("ray", f"{address}: this process is attached to the Ray cluster at {current} already")
         return current
     target = None if address == LOCAL else address
-    _check_reachable(target)
+    _check_reachable(target or os.environ.get("RAY_ADDRESS"), "" if target else "RAY_ADDRESS=")
     try:
         ray.init(address=target, log_to_driver=verbose, logging_level="INFO" if verbose else "WARNING")
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as err:
@@ -91,21 +92,23 @@ def _ray():
     return ray
 
 
-def _check_reachable(address: str | None) -> None:
+def _check_reachable(address: str | None, named: str = "") -> None:
     """Ray keeps retrying an address that does not answer for minutes: refuse one that does not accept a connection.
 
-    Only plain HOST:PORT addresses are checked here; `auto` and `ray://` ones are left to Ray.
+    Only plain HOST:PORT addresses are checked here; `auto` and `ray://` ones are left to Ray. `named` is how
+    the error shows where the address came from (`RAY_ADDRESS=` for the environment variable).
     """
-    if address is None or address == "auto" or "://" in address:
+    if not address or address == "auto" or "://" in address:
         return
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise SettingError("ray", f"{address}: expected HOST:PORT (e.g. 10.0.0.1:6379), ray://HOST:PORT or auto")
+        raise SettingError("ray", f"{named}{address}: expected HOST:PORT (e.g. 10.0.0.1:6379), ray://HOST:PORT "
+                                  "or auto")
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_SECONDS).close()
     except OSError as err:
         why = err.strerror or type(err).__name__
-        raise SettingError("ray", f"{address}: no Ray cluster answers there ({why.lower()})") from None
+        raise SettingError("ray", f"{named}{address}: no Ray cluster answers there ({why.lower()})") from None
 
 
 # --- what the cluster holds ------------------------------------------------------------

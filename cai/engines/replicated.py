@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from cai import cluster
-from cai.engines.base import DEFAULT_BATCH_SIZE, Completion, Conversation, Engine, EngineInfo, SamplingParams
-from cai.errors import CaiError
+from cai.engines.base import Completion, Conversation, Engine, EngineInfo, SamplingParams
+from cai.errors import CaiError, SettingError
 
 
 class EngineReplica:
@@ -51,17 +51,14 @@ class ReplicatedEngine(Engine):
     """`engine` (built, not loaded) on Ray replicas, per `settings` (a `cai.cluster.RaySettings`)."""
 
     def __init__(self, engine: Engine, settings: cluster.RaySettings, *, verbose: bool = False):
+        if engine.name == "openai":
+            raise SettingError("ray", cluster.ON_SERVER)
         self.inner = engine
         self.name = engine.name
         self.model_path = getattr(engine, "model_path", "")
         self.settings = settings
         self.verbose = verbose
         self.pool: cluster.ReplicaPool | None = None
-
-    @property
-    def batch_size(self) -> int:
-        """Conversations a call should carry to keep every replica busy."""
-        return DEFAULT_BATCH_SIZE * max(self.pool.requested if self.pool else 1, 1)
 
     def load(self) -> None:
         s = self.settings

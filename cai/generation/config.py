@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cai.cluster import RaySettings
+from cai.cluster import ON_SERVER, RaySettings
 from cai.config import REQUIRED, at_least, one_of, setting
 from cai.engines.base import DEFAULT_BATCH_SIZE
 from cai.errors import CaiError, SettingError
@@ -70,7 +70,7 @@ class GenerateConfig(RaySettings):
 
         super().__post_init__()
         if self.ray is not None and self.engine == "openai":
-            raise SettingError("ray", "the openai engine runs on its server, not in Ray replicas: leave --ray out")
+            raise SettingError("ray", ON_SERVER)
         at_least("rounds", self.rounds, 0)
         at_least("max_new_tokens", self.max_new_tokens, 1)
         at_least("batch_size", self.batch_size, 1)

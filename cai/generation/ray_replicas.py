@@ -42,6 +42,8 @@ class RayBatches:
     """Where batches run in a Ray run: attach and size up the cluster at once, start() the replicas, run() the
     batches, describe() them, close()."""
 
+    worker: type[ReplicaWorker] = ReplicaWorker       # the actor class of a replica
+
     def __init__(self, spec: WorkSpec, cfg: GenerateConfig, note: Callable[[str], None]):
         self.address = cluster.connect(cfg.ray, verbose=cfg.verbose)
         gpus = cfg.gpus_per_replica
@@ -60,7 +62,7 @@ class RayBatches:
                       "(the others start when it has room)")
         self.note(f"starting {self.replicas} {self.spec.engine} replicas on the Ray cluster at {self.address} "
                   f"({self.cpus:g} CPUs, {self.gpus:g} GPUs each) ...")
-        self.pool = cluster.ReplicaPool(ReplicaWorker, (self.spec,), replicas=self.replicas, cpus=self.cpus,
+        self.pool = cluster.ReplicaPool(self.worker, (self.spec,), replicas=self.replicas, cpus=self.cpus,
                                         gpus=self.gpus, on_note=self.note)
         self.pool.wait_loaded()
         return next(r.info for r in self.pool.replicas if r.loading is None)

@@ -80,9 +80,7 @@ def _judge(cfg: PairsConfig, manifest: dict):
         engine.close()
 
 
-def _batched(rows: list, engine=None):
-    """Rows a judge call at a time: as many as the engine takes at once (a replicated engine, one batch a replica)."""
-    size = getattr(engine, "batch_size", DEFAULT_BATCH_SIZE)
+def _batched(rows: list, size: int = DEFAULT_BATCH_SIZE):
     for start in range(0, len(rows), size):
         yield rows[start:start + size]
 
@@ -94,7 +92,7 @@ def _ai_feedback_rows(records: list[dict], cfg: PairsConfig, manifest: dict, sou
     candidates = [row for r in records for row in final_vs_initial(r)]
     labels = []
     with _judge(cfg, manifest) as engine:
-        for batch in _batched(candidates, engine):
+        for batch in _batched(candidates):
             labels += preference_labels(
                 engine, sources.templates, sources.constitution,
                 [(r["prompt"][0]["content"], r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in batch],
@@ -122,7 +120,7 @@ def verify_with_judge(rows: list[dict], cfg: PairsConfig, manifest: dict, source
     from cai.preferences.feedback import pair_preferences
 
     with _judge(cfg, manifest) as engine:
-        for batch in _batched(rows, engine):
+        for batch in _batched(rows):
             for row, p in zip(batch, pair_preferences(engine, sources.templates, sources.constitution, batch)):
                 row["judge_preference"] = p
     kept = []

@@ -166,6 +166,44 @@ def test_a_driver_killed_with_sigkill_resumes_with_nothing_lost_or_doubled(tmp_p
     assert not _locked_by_another_process(run)                  # the resumed driver took the lock and let it go
 
 
+def _poison_worker():
+    """A replica whose process dies on any batch holding a prompt with POISON in it (a crash no real engine
+    offers on demand); every other batch runs on the real engine. Defined in a function, so Ray ships the
+    class by value to its workers."""
+    from cai.generation.ray_replicas import ReplicaWorker
+
+    class PoisonWorker(ReplicaWorker):
+        def run(self, batch):
+            if any("POISON" in p.prompt for p in batch):
+                os._exit(1)
+            return super().run(batch)
+
+    return PoisonWorker
+
+
+def test_a_prompt_that_kills_replicas_is_failed_with_the_reason_and_the_rest_is_done(tmp_path, cluster,
+                                                                                    tiny_model_dir, monkeypatch):
+    from cai.generation.config import GenerateConfig
+    from cai.generation.job import run
+    from cai.generation.ray_replicas import RayBatches
+
+    prompts = _prompts(tmp_path, 8)
+    lines = prompts.read_text().splitlines()
+    lines[5] = json.dumps({"id": "q05", "prompt": "POISON: this one crashes the engine."})
+    prompts.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(RayBatches, "worker", _poison_worker())
+    summary = run(GenerateConfig(constitution=HHH, prompts=str(prompts), model=str(tiny_model_dir),
+                                 out=str(tmp_path / "run"), few_shot=1, rounds=1, max_new_tokens=8, batch_size=4,
+                                 ray="local", quiet=True))
+    assert summary.done == 7 and summary.failed == 1
+    assert sorted(_records(tmp_path / "run")) == [f"q{i:02d}" for i in range(8) if i != 5]
+    failed = [json.loads(line) for line in (tmp_path / "run" / "failed.jsonl").read_text().splitlines()]
+    assert [f["id"] for f in failed] == ["q05"]
+    assert failed[0]["error"].startswith("the Ray replica running it died 2 times (last: pid ")
+    # 4 -> 2 -> 1 prompts, then the one prompt once more: four replicas died, each was replaced
+    assert _manifest(tmp_path / "run")["ray"]["deaths"] == 4
+
+
 def test_the_judge_spreads_over_replicas_and_labels_as_it_does_locally(tmp_path, cluster, tiny_model_dir):
     run = tmp_path / "run"
     cli(_args(tiny_model_dir, _prompts(tmp_path, 6), run, "--rounds", "1", "--max-new-tokens", "8"))
@@ -194,11 +232,17 @@ def test_a_replica_the_cluster_cannot_hold_is_one_line(tmp_path, cluster, tiny_m
     assert not (tmp_path / "run").exists()                      # refused before the run directory is touched
 
 
-def test_an_unreachable_address_is_one_line(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("from_env", [False, True], ids=["--ray ADDRESS", "RAY_ADDRESS"])
+def test_an_unreachable_address_is_one_line(tmp_path, tiny_model_dir, from_env):
     from support.vllm_env import free_port
 
     address = f"127.0.0.1:{free_port()}"
-    out = subprocess.run(CAI + _args(tiny_model_dir, _prompts(tmp_path, 2), tmp_path / "run", "--ray", address),
-                         capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "RAY_ADDRESS": address} if from_env else {k: v for k, v in os.environ.items()
+                                                                    if k != "RAY_ADDRESS"}
+    flags = ["--ray"] if from_env else ["--ray", address]
+    out = subprocess.run(CAI + _args(tiny_model_dir, _prompts(tmp_path, 2), tmp_path / "run", *flags),
+                         capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 2
-    assert out.stderr.strip() == f"error: --ray: {address}: no Ray cluster answers there (connection refused)"
+    named = "RAY_ADDRESS=" if from_env else ""
+    assert out.stderr.strip() == f"error: --ray: {named}{address}: no Ray cluster answers there (connection refused)"
+    assert not (tmp_path / "run").exists()
