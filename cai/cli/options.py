@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from cai.config import REQUIRED, spec
 from cai.errors import CaiError, SettingError
@@ -68,3 +68,25 @@ def shown(command, field: str) -> str:
             longs = [o for o in param.opts if o.startswith("--")]
             return longs[0] if longs else param.name.upper()
     return "--" + field.replace("_", "-")
+
+
+class BareRay(TyperCommand):
+    """A command whose `--ray` may be given without an address: typer options cannot take an optional value,
+    so a bare `--ray` becomes `--ray local` before parsing. What follows `--ray` is its address only when it
+    looks like one (HOST:PORT, ray://..., auto, local); otherwise it is the next argument."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, bare_ray(args))
+
+
+def bare_ray(args: list[str]) -> list[str]:
+    from cai.cluster import LOCAL
+
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--ray":
+            following = args[i + 1] if i + 1 < len(args) else None
+            if following is None or not (":" in following or following in ("auto", LOCAL)):
+                out.append(LOCAL)
+    return out

@@ -36,6 +36,8 @@ def generation(summary):
     rows += [("done", summary.done), ("failed", summary.failed), ("preambles stripped", summary.preambles_stripped),
              ("completion tokens", f"{summary.completion_tokens:,}"), ("tokens/s", f"{summary.tokens_per_second:,.1f}"),
              ("wall seconds", f"{summary.wall_seconds:,.1f}"), ("run", summary.run)]
+    if summary.replicas:
+        rows.insert(-3, ("Ray replicas started", summary.replicas))
     table = Table(title="cai generate", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")

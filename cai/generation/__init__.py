@@ -1,6 +1,8 @@
 """`cai generate`: answer prompts, then critique and revise them under a constitution.
 
-- `job`           the generation job: prompts in, batches through the loop, records on disk
+- `job`           the generation job: prompts in, batches out to workers, records on disk
+- `worker`        one loaded engine running whole batches through the loop (context guard, split on faults)
+- `ray_replicas`  `--ray`: batches on Ray replicas, each a worker holding its own engine
 - `loop`          the answer -> critique -> revise stages over one batch (one engine call per stage)
 - `conversation`  the chat turns of each stage, from a constitution and templates
 - `principles`    which principle critiques which round (a seeded draw per prompt)

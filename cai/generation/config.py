@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cai.cluster import ON_SERVER, RaySettings
 from cai.config import REQUIRED, at_least, one_of, setting
 from cai.engines.base import DEFAULT_BATCH_SIZE
 from cai.errors import CaiError, SettingError
@@ -17,8 +18,11 @@ from cai.generation.context import ON_LONG
 
 
 @dataclass(kw_only=True)
-class GenerateConfig:
-    """One generation run: prompts answered by a model, then critiqued and revised under a constitution."""
+class GenerateConfig(RaySettings):
+    """One generation run: prompts answered by a model, then critiqued and revised under a constitution.
+
+    The Ray settings (`--ray`, `--replicas`, `--gpus-per-replica`, `--cpus-per-replica`) come from `RaySettings`.
+    """
 
     constitution: str = setting(REQUIRED, "Constitution YAML.")
     prompts: str = setting("data/red_team.jsonl", "Prompts: .jsonl, .txt, .csv, .parquet or a saved HF dataset dir.")
@@ -64,6 +68,9 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         from cai.generation.prompt_files import parse_shard
 
+        super().__post_init__()
+        if self.ray is not None and self.engine == "openai":
+            raise SettingError("ray", ON_SERVER)
         at_least("rounds", self.rounds, 0)
         at_least("max_new_tokens", self.max_new_tokens, 1)
         at_least("batch_size", self.batch_size, 1)

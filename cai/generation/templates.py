@@ -43,7 +43,11 @@ SAMPLE_VARS = {
 
 
 class Templates:
-    """The prompt templates, from a user folder first, then the shipped one."""
+    """The prompt templates, from a user folder first, then the shipped one.
+
+    Pickled as their sources and file names, so a Ray replica on another node renders the same text
+    without a copy of the folder.
+    """
 
     def __init__(self, prompts_dir: str | Path | None = None):
         search = [Path(prompts_dir)] if prompts_dir else []
@@ -51,15 +55,24 @@ class Templates:
             raise CaiError(f"{prompts_dir}: --prompts-dir is not a directory")
         search.append(shipped_dir("prompts"))
         self.search_path = search
+        self._open(jinja2.FileSystemLoader([str(p) for p in search]))
+
+    def _open(self, loader: jinja2.BaseLoader) -> None:
         self._env = ImmutableSandboxedEnvironment(
-            loader=jinja2.FileSystemLoader([str(p) for p in search]),
+            loader=loader,
             undefined=jinja2.StrictUndefined,
             autoescape=False,
             keep_trailing_newline=False,
         )
         self._compiled = {name: self._load(name) for name in TEMPLATE_NAMES}
+        self._paths = {name: self._compiled[name].filename or f"{name}.j2" for name in TEMPLATE_NAMES}
         for name in TEMPLATE_NAMES:
             self.render(name, **SAMPLE_VARS[name])
+
+    def __reduce__(self):
+        sources = {name: (self.path(name), Path(self.path(name)).read_text(encoding="utf-8"))
+                   for name in TEMPLATE_NAMES}
+        return _from_sources, (sources,)
 
     def _load(self, name: str) -> jinja2.Template:
         filename = f"{name}.j2"
@@ -73,7 +86,7 @@ class Templates:
             raise CaiError(f"{filename}: template not found in {where}") from None
 
     def path(self, name: str) -> str:
-        return self._compiled[name].filename or f"{name}.j2"
+        return self._paths[name]
 
     def render(self, name: str, **variables) -> str:
         """Render one template; any failure is one line naming the template file."""
@@ -96,3 +109,12 @@ class Templates:
             digest.update(name.encode())
             digest.update(Path(self.path(name)).read_bytes())
         return digest.hexdigest()
+
+
+def _from_sources(sources: dict[str, tuple[str, str]]) -> Templates:
+    """Templates rebuilt from {name: (file name, source)} (the other half of `Templates.__reduce__`)."""
+    templates = Templates.__new__(Templates)
+    templates.search_path = []
+    templates._open(jinja2.DictLoader({f"{name}.j2": text for name, (_, text) in sources.items()}))
+    templates._paths = {name: path for name, (path, _) in sources.items()}
+    return templates

@@ -140,9 +140,16 @@ def cached_judge(engine, spec: JudgeSpec, cache_dir: str | Path | None) -> Judge
 
 
 @contextmanager
-def open_judge(spec: JudgeSpec, *, cache_dir: str | Path | None = None, **options):
-    """A loaded, cached Judge for a resolved spec (see `cached_judge`); the engine is closed on the way out."""
+def open_judge(spec: JudgeSpec, *, cache_dir: str | Path | None = None, ray=None, **options):
+    """A loaded, cached Judge for a resolved spec (see `cached_judge`); the engine is closed on the way out.
+
+    `ray` (a `cai.cluster.RaySettings`, or None) spreads the judge's calls over Ray replicas of its engine.
+    """
     engine = create_judge_engine(spec, **options)
+    if ray is not None:
+        from cai.engines.replicated import ReplicatedEngine
+
+        engine = ReplicatedEngine(engine, ray)
     engine.load()
     try:
         yield cached_judge(engine, spec, cache_dir)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cai.cluster import RaySettings
 from cai.config import REQUIRED, at_least, between, one_of, setting
 from cai.errors import SettingError
 from cai.judging.settings import JudgeSettings
@@ -38,11 +39,12 @@ class SafetySettings:
 
 
 @dataclass(kw_only=True)
-class PairsConfig(SafetySettings, JudgeSettings):
+class PairsConfig(RaySettings, SafetySettings, JudgeSettings):
     """`cai data pairs`: a run's records -> pairs -> quality rules -> safety rules -> [judge] -> dataset.
 
     The judge (ai-feedback, --verify judge) defaults to the run's own model on the run's engine: its server
-    for a run generated with --engine openai.
+    for a run generated with --engine openai. With `--ray` (`RaySettings`) the judge's calls are spread over
+    Ray replicas of the judge engine.
     """
 
     run: str = setting(REQUIRED, "Run directory made by `cai generate`.")
@@ -69,6 +71,8 @@ class PairsConfig(SafetySettings, JudgeSettings):
         between("feedback_margin", self.feedback_margin, 0, 0.5)
         if self.verify == "judge" and self.strategy == "ai-feedback":
             raise SettingError("verify", "ai-feedback pairs are already chosen by the judge; use another --strategy")
+        if self.ray is not None and self.verify != "judge" and self.strategy != "ai-feedback":
+            raise SettingError("ray", "only the judge runs on Ray: add --strategy ai-feedback or --verify judge")
 
 
 @dataclass(kw_only=True)

@@ -74,11 +74,12 @@ def run_judge(manifest: dict) -> JudgeSpec:
 
 
 @contextmanager
-def _judge(spec: JudgeSpec, run_dir: Path, stats: list):
-    """The judge as a loaded, cached engine (its answers kept in RUN/judge-cache.jsonl); its counts go to `stats`."""
+def _judge(spec: JudgeSpec, cfg: PairsConfig, run_dir: Path, stats: list):
+    """The judge as a loaded, cached engine (its answers kept in RUN/judge-cache.jsonl); its counts go to `stats`.
+    With `--ray` its calls are spread over Ray replicas of the judge engine."""
     from cai.judging.judge import open_judge
 
-    with open_judge(spec, cache_dir=run_dir) as judge:
+    with open_judge(spec, cache_dir=run_dir, ray=cfg if cfg.ray is not None else None) as judge:
         try:
             yield judge
         finally:
@@ -176,7 +177,7 @@ def build_dataset(cfg: PairsConfig, *, on_scored=None, on_judged=None) -> PairsS
     judge_stats: list[JudgeStats] = []
     on_judged = on_judged or (lambda n: None)
     if cfg.strategy == "ai-feedback":
-        with _judge(judge_spec, store.dir, judge_stats) as judge:
+        with _judge(judge_spec, cfg, store.dir, judge_stats) as judge:
             candidates = _ai_feedback_rows(records, cfg, judge, sources, drop, on_judged)
     else:
         candidates = [row for r in records for row in pairs_from_record(r, cfg.strategy)]
@@ -194,7 +195,7 @@ def build_dataset(cfg: PairsConfig, *, on_scored=None, on_judged=None) -> PairsS
         score_rows(rows, rules, on_batch=on_scored)
         rows, _ = apply_rules(rows, rules, on_drop=drop)
     if cfg.verify == "judge" and rows:
-        with _judge(judge_spec, store.dir, judge_stats) as judge:
+        with _judge(judge_spec, cfg, store.dir, judge_stats) as judge:
             rows = verify_with_judge(rows, cfg, judge, sources, drop, on_judged)
 
     out = Path(cfg.out) if cfg.out else store.dir / "dataset"

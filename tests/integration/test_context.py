@@ -17,10 +17,10 @@ import pytest
 from cai.engines.base import PromptRejected, SamplingParams
 from cai.engines.transformers import TransformersEngine, micro_batches
 from cai.generation.context import CUT_MARK, ContextGuard, Fitted, Limit, fit_prompts, head_and_tail
-from cai.generation.job import run_split
 from cai.generation.loop import BatchResult
 from cai.generation.prompt_files import PromptRecord
 from cai.generation.store import RunStore
+from cai.generation.worker import run_split
 
 CAI = [sys.executable, "-m", "cai.cli.main"]
 HUGE = ("The quick brown fox jumps over the lazy dog. " * 9_000).strip()        # about 400,000 characters

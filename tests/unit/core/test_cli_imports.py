@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("torch", "transformers", "trl", "vllm", "datasets", "peft", "accelerate", "matplotlib", "detoxify")
+HEAVY = ("torch", "transformers", "trl", "vllm", "datasets", "peft", "accelerate", "matplotlib", "detoxify", "ray")
 
 CODE = """
 import sys

@@ -21,6 +21,12 @@ HHH = str(REPO / "constitution" / "hhh.yaml")
      "error: --chat-template: /no/such/template.jinja: cannot read (FileNotFoundError)"),
     (["generate", "-c", HHH, "--strategy", "best"], "error: --strategy: unknown strategy 'best'"),
     (["data", "pairs", "runs/none", "--test-share", "2"], "error: --test-share: must be in [0, 1), got 2"),
+    (["generate", "-c", HHH, "--replicas", "2"], "error: --replicas: applies only with --ray"),
+    (["generate", "-c", HHH, "--ray", "--replicas", "0"], "error: --replicas: must be at least 1, got 0"),
+    (["generate", "-c", HHH, "--engine", "openai", "--base-url", "http://h/v1", "--model", "m", "--ray"],
+     "error: --ray: the openai engine runs on its server"),
+    (["data", "pairs", "runs/none", "--ray"], "error: --ray: only the judge runs on Ray"),     # a bare --ray last,
+    (["data", "pairs", "--ray", "runs/none"], "error: --ray: only the judge runs on Ray"),     # or before RUN
     (["train", "dpo", "--data", "runs/none", "--num-processes", "0"], "error: --num-processes: must be at least 1"),
 ])
 def test_a_bad_setting_names_its_flag_in_one_line(args, line):
