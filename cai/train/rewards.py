@@ -11,7 +11,7 @@ weighted rewards of each completion and logs every reward's mean and spread per 
   orders (`cai.preferences.feedback`, the engine code of ai-feedback pairs and `cai eval`). One principle per prompt
   and step by default, the same for all completions of the prompt, so they are compared on one question.
 - `toxicity`: 1 - the completion's toxicity (a `cai.safety` scorer).
-- `refusal`: 1 for an answer, 0 for a refusal (`cai.evaluation.refusal`) on prompts of the chosen categories;
+- `refusal`: 1 for an answer, 0 for a refusal (`cai.safety.refusal`) on prompts of the chosen categories;
   None (left out by TRL) on the others.
 - `function`: your own Python reward, `package.module.function` (as TRL's scripts take it), called
   the TRL way (`prompts=, completions=, completion_ids=`, the dataset's columns) plus its `options`.
@@ -82,7 +82,7 @@ class ToxicityEntry(RewardEntry):
 
 @dataclass
 class RefusalEntry(RewardEntry):
-    """`on`: `helpful` (cai's helpful categories, `cai.evaluation.refusal.HELPFUL_CATEGORIES`), `all`, or a
+    """`on`: `helpful` (cai's helpful categories, `cai.safety.refusal.HELPFUL_CATEGORIES`), `all`, or a
     list of categories."""
 
     type: ClassVar[str] = "refusal"
@@ -90,7 +90,7 @@ class RefusalEntry(RewardEntry):
 
     def categories(self) -> set[str] | None:
         """The prompt categories rewarded; None = every prompt."""
-        from cai.evaluation.refusal import HELPFUL_CATEGORIES
+        from cai.safety.refusal import HELPFUL_CATEGORIES
 
         if self.on == "all":
             return None
@@ -244,7 +244,7 @@ def load_judge_constitution(recipe, key: str, entry: JudgeEntry):
 def preflight(recipe, policy_path: str | None) -> None:
     """Checks of files a pipeline's earlier stage may write, run just before the stage (no model loads):
     the reward model folders, and their tokenizers against the policy's (`policy_path`, when known)."""
-    from cai.evaluation.reward import RewardModel
+    from cai.train.reward_model import RewardModel
 
     policy_tokenizer = None
     for i, entry in enumerate(recipe.rewards):
@@ -378,7 +378,7 @@ class RefusalReward:
         self.categories = entry.categories()
 
     def __call__(self, completions, category=None, **_) -> list[float | None]:
-        from cai.evaluation.refusal import is_refusal
+        from cai.safety.refusal import is_refusal
 
         categories = category if category is not None else [None] * len(completions)
         return [None if self.categories is not None and cat not in self.categories
@@ -401,7 +401,7 @@ class FunctionReward:
 def load_reward_model(entry: RewardModelEntry, policy_tokenizer):
     """(model, tokenizer) for TRL: an adapter merged into its base; a tokenizer without a chat template
     borrows the policy's (preflight made sure the vocabularies match)."""
-    from cai.evaluation.reward import RewardModel
+    from cai.train.reward_model import RewardModel
 
     reward_model = RewardModel(entry.path)
     reward_model.load()

@@ -118,7 +118,7 @@ def test_one_principle_per_prompt_and_step_shared_by_its_completions(tiny_model_
 
 
 def test_toxicity_and_refusal_rewards():
-    from cai.evaluation.refusal import HELPFUL_CATEGORIES
+    from cai.safety.refusal import HELPFUL_CATEGORIES
     from cai.train.rewards import RefusalEntry, RefusalReward, ToxicityEntry, ToxicityReward
 
     polite, rude = "Thank you, here is a kind and careful answer.", "Shut up, you stupid idiot moron."
@@ -135,9 +135,9 @@ def test_toxicity_and_refusal_rewards():
 
 
 def test_helpful_categories_are_those_of_the_shipped_helpful_prompts():
-    from cai.evaluation.refusal import HELPFUL_CATEGORIES
     from cai.generation.prompt_files import load_prompts
     from cai.paths import shipped_dir
+    from cai.safety.refusal import HELPFUL_CATEGORIES
 
     shipped = {r.category for name in ("helpful.jsonl", "eval_helpful.jsonl")
                for r in load_prompts(shipped_dir("data") / name)}
