@@ -30,13 +30,11 @@ def _content(value, where: str, key: str):
 
 
 def load_pairs(data: str | Path, split: str = "test_prefs") -> tuple[list[dict], Path]:
-    """Rows with prompt/chosen/rejected from a dataset dir (DIR/<split>.jsonl) or a JSONL file."""
+    """Rows with prompt/chosen/rejected from a dataset dir (its `hf/` DatasetDict) or a JSONL file."""
     path = Path(data)
     if path.is_dir():
-        path = path / f"{split}.jsonl"
-        if not path.is_file():
-            raise CaiError(f"{data}: no {split}.jsonl; is this a dataset written by `cai data pairs`?")
-    elif not path.is_file():
+        return _dataset_pairs(path, split), path
+    if not path.is_file():
         raise CaiError(f"{data}: preference data not found")
     rows = []
     with open(path, encoding="utf-8") as fh:
@@ -58,6 +56,20 @@ def load_pairs(data: str | Path, split: str = "test_prefs") -> tuple[list[dict],
     if not rows:
         raise CaiError(f"{path}: no preference pairs (the {split} split is empty)")
     return rows, path
+
+
+def _dataset_pairs(folder: Path, split: str) -> list[dict]:
+    from cai.train.runner import open_dataset
+
+    dd, _ = open_dataset(folder)
+    if split not in dd:
+        raise CaiError(f"{folder}: no split {split!r} (it has: {', '.join(dd)}); choose one with --split")
+    missing = [c for c in ("prompt", "chosen", "rejected") if c not in dd[split].column_names]
+    if missing:
+        raise CaiError(f"{folder}: split {split!r} lacks {', '.join(missing)}: not preference pairs")
+    if len(dd[split]) == 0:
+        raise CaiError(f"{folder}: no preference pairs (the {split} split is empty)")
+    return [dict(row) for row in dd[split]]
 
 
 def run_rm_eval(cfg: RMEvalConfig, *, quiet: bool = False) -> dict:
