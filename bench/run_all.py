@@ -70,6 +70,9 @@ BENCHES = [
                                                "--plumbing-steps", "2", "--eval-limit", "2"],
           "cai train grpo vs TRL's GRPO script; judge reward cost vs generation; 30-step plumbing run + cai eval "
           "(embedded SmolLM2)", timeout=14400),
+    Bench("alignment", "alignment.py", [], ["--quick", "--no-write", "--work", "runs/bench/alignment-quick"],
+          "does training move the model? reward model, DPO and GRPO on HH-RLHF harmless-base, each evaluated "
+          "against its start model on held-out prompts (embedded SmolLM2, recipes/small)", timeout=4 * 3600),
     Bench("eval", "run_all.py", ["--internal", "eval"], ["--internal", "eval", "--quick"],
           "cai eval (adapter-free model vs baseline, judge on) and cai report on the embedded SmolLM2"),
 ]
