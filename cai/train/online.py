@@ -105,8 +105,9 @@ def preflight(recipe: OnlineRecipe, model_path: str | None) -> None:
 
 
 def prepare_dataset(recipe: OnlineRecipe, dataset):
-    """One row per distinct prompt: `prompt` (a conversation up to the answer) and `category` when present;
-    the prompts of `data.prompts` files join them (one-turn conversations with their category)."""
+    """One row per distinct prompt: `prompt` (a conversation up to the answer, or its first user turn with
+    `data.first_turn`) and `category` when present; the prompts of `data.prompts` files join them (one-turn
+    conversations with their category)."""
     from datasets import Dataset
 
     source = "prompt" if "prompt" in dataset.column_names else "messages"
@@ -115,6 +116,10 @@ def prepare_dataset(recipe: OnlineRecipe, dataset):
     for row in dataset:
         prompt = row["prompt"] if source == "prompt" else row["messages"][:-1]
         prompt = [{"role": m["role"], "content": m["content"]} for m in prompt]
+        if recipe.data.first_turn:
+            prompt = [m for m in prompt if m["role"] == "user"][:1]
+            if not prompt:
+                continue
         key = json.dumps(prompt, sort_keys=True)
         if key in seen:
             continue

@@ -96,13 +96,16 @@ SECTION_ALIASES = {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_drop
 class DataSection:
     """Which splits of the exported DatasetDict to train and evaluate on (`eval_split: null` = no eval).
 
-    `prompts` (online RL only): prompt files whose prompts join the split's, e.g. helpful prompts so
-    that a `refusal` reward has prompts of its categories to act on.
+    Online RL only: `prompts`, prompt files whose prompts join the split's, e.g. helpful prompts so
+    that a `refusal` reward has prompts of its categories to act on; `first_turn`, each of the split's
+    prompts cut to its first user turn, a one-turn chat like `cai eval`'s prompts (a multi-turn
+    transcript such as HH-RLHF's costs its whole length at every generation and gradient step).
     """
 
     split: str = ""
     eval_split: str | None = None
     prompts: list[str] = field(default_factory=list)
+    first_turn: bool = False
 
 
 @dataclass
@@ -332,10 +335,13 @@ def _fill(recipe: Recipe, doc: dict) -> None:
     data = _section(recipe, doc, "data", DataSection)
     recipe.data = DataSection(split=data.split or recipe.default_split,
                               eval_split=data.eval_split if "eval_split" in (doc.get("data") or {})
-                              else recipe.default_eval_split, prompts=data.prompts)
+                              else recipe.default_eval_split, prompts=data.prompts, first_turn=data.first_turn)
     if data.prompts and recipe.kind not in ONLINE_KINDS:
         raise recipe.error("data.prompts", f"prompt files are for online RL recipes ({', '.join(ONLINE_KINDS)}); "
                            f"a {recipe.kind} recipe trains on the pairs of data.split")
+    if data.first_turn and recipe.kind not in ONLINE_KINDS:
+        raise recipe.error("data.first_turn", f"applies to online RL recipes ({', '.join(ONLINE_KINDS)}), whose "
+                           f"prompts are generated from; a {recipe.kind} recipe trains on whole pairs")
     recipe.lora = _section(recipe, doc, "lora", LoraSection)
     if recipe.lora.r < 1:
         raise recipe.error("lora.r", f"must be at least 1, got {recipe.lora.r}")

@@ -123,15 +123,18 @@ class RewardModel:
             raise CaiError(f"reward model: {len(prompts)} prompts against {len(responses)} responses")
         if self.model is None:
             self.load()
-        texts = [self.text(p, r) for p, r in zip(prompts, responses)]
-        out: list[float] = []
+        ids = self.tokenizer([self.text(p, r) for p, r in zip(prompts, responses)], add_special_tokens=False,
+                             truncation=True, max_length=self.max_length)["input_ids"]
+        # Batched by length, so a batch pads to about its own length (conversations run from 50 to 1,000 tokens).
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out: list[float] = [0.0] * len(ids)
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                batch = texts[start:start + self.batch_size]
-                enc = self.tokenizer(batch, add_special_tokens=False, padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt")
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start:start + self.batch_size]
+                enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
                 logits = self.model(**enc).logits
-                out += [float(v) for v in logits[:, 0].float()]
+                for i, v in zip(batch, logits[:, 0].float()):
+                    out[i] = float(v)
                 if on_batch:
                     on_batch(len(batch))
         return out

@@ -113,6 +113,7 @@ def test_shipped_rl_pipelines_validate(recipe, tmp_path):
                                                      "belongs to grpo and rloo recipes"),
     ("dpo", ["--set", "data.prompts=[data/helpful.jsonl]"], "--set data.prompts: prompt files are for online RL "
                                                             "recipes (grpo, rloo); a dpo recipe trains on the pairs"),
+    ("dpo", ["--set", "data.first_turn=true"], "--set data.first_turn: applies to online RL recipes (grpo, rloo)"),
     ("grpo", ["--set", "data.prompts=[/nonexistent/p.jsonl]"],
      "grpo.yaml: data.prompts.0: /nonexistent/p.jsonl: no such file or directory"),
 ])
@@ -219,3 +220,22 @@ def test_prompt_files_join_the_rl_prompts_with_their_categories(data, reward_dir
     args = ["train", "grpo", "--data", str(data), "--model", NO_MODEL, "--dry-run"]
     assert "it gives no reward" in cli(args).stderr
     assert "it gives no reward" not in cli([*args, "--set", "data.prompts=[data/helpful.jsonl]"]).stderr
+
+
+def test_first_turn_cuts_multi_turn_prompts_to_their_first_user_turn():
+    from datasets import Dataset
+
+    from cai.train.online import prepare_dataset
+    from cai.train.recipe import load_recipe
+
+    def chat(*turns):
+        return [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+
+    split = Dataset.from_list([{"prompt": chat("How do I pick a lock?", "Why?", "I lost my key."), "category": "x"},
+                               {"prompt": chat("How do I pick a lock?", "What kind?", "A door."), "category": "x"},
+                               {"prompt": chat("Name a bird."), "category": "y"}])
+    whole = prepare_dataset(load_recipe("smoke/grpo"), split)
+    assert [len(r["prompt"]) for r in whole] == [3, 3, 1]
+    cut = prepare_dataset(load_recipe("smoke/grpo", overrides=["data.first_turn=true"]), split)
+    assert list(cut) == [{"prompt": chat("How do I pick a lock?"), "category": "x"},      # the two transcripts: one
+                         {"prompt": chat("Name a bird."), "category": "y"}]
