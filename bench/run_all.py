@@ -77,6 +77,9 @@ BENCHES = [
           "AI-feedback judge: pairs per second over vLLM's OpenAI server vs the in-process vLLM engine, same pairs "
           "and model (target >= 0.8x); label agreement of the two and of the server's top_logprobs reading",
           timeout=3600),
+    Bench("alignment", "alignment.py", [], ["--quick", "--no-write", "--work", "runs/bench/alignment-quick"],
+          "does training move the model? reward model, DPO and GRPO on HH-RLHF harmless-base, each evaluated "
+          "against its start model on held-out prompts (embedded SmolLM2, recipes/small)", timeout=4 * 3600),
     Bench("eval", "run_all.py", ["--internal", "eval"], ["--internal", "eval", "--quick"],
           "cai eval (adapter-free model vs baseline, judge on) and cai report on the embedded SmolLM2"),
 ]

@@ -177,6 +177,42 @@ def _convert_into(gguf: Path, out: Path) -> None:
         raise CaiError(f"{gguf}: cannot convert GGUF: {first}") from exc
 
 
+# --- PEFT adapters (what `cai train` writes with LoRA) ----------------------------------------
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def find_adapter_dir(path: str | Path) -> Path:
+    """The folder holding adapter_config.json: `path` itself, else its newest `checkpoint-N`."""
+    root = Path(path)
+    if not root.exists():
+        raise CaiError(f"{path}: adapter directory not found")
+    if not root.is_dir():
+        raise CaiError(f"{path}: --adapter must be a directory (a PEFT adapter written by `cai train`)")
+    if (root / ADAPTER_CONFIG).is_file():
+        return root
+    checkpoints = sorted((p for p in root.glob("checkpoint-*") if (p / ADAPTER_CONFIG).is_file()),
+                         key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    if checkpoints:
+        return checkpoints[-1]
+    if (root / "config.json").is_file():
+        raise CaiError(f"{path}: is a full model, not a PEFT adapter (no {ADAPTER_CONFIG}); pass it with --model")
+    raise CaiError(f"{path}: no {ADAPTER_CONFIG} here or in a checkpoint-* folder; "
+                   "is this an adapter written by `cai train`?")
+
+
+def adapter_base(adapter_dir: str | Path) -> str | None:
+    """`base_model_name_or_path` from the adapter's config (None when absent)."""
+    config_path = Path(adapter_dir) / ADAPTER_CONFIG
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise CaiError(f"{config_path}: cannot read adapter config: {err}") from None
+    if not isinstance(config, dict):
+        raise CaiError(f"{config_path}: adapter config must be a JSON object")
+    return config.get("base_model_name_or_path") or None
+
+
 # --- checks before loading -----------------------------------------------------------------
 
 def check_chat_template(tokenizer, ref: ModelRef | str) -> None:

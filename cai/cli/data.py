@@ -15,6 +15,7 @@ from cai.preferences.config import (
     ImportConfig,
     MixConfig,
     PairsConfig,
+    SplitConfig,
 )
 
 app = group("Build, filter, audit, merge, import, mix and check preference datasets.")
@@ -215,3 +216,19 @@ def mix(
     console = tables.console()
     for item in tables.mixed(result):
         console.print(item)
+
+
+@app.command(help="Split a dataset by prompt into train, validation and test (choose settings on validation).")
+def split(
+    dataset: str = argument(SplitConfig, "dataset"),
+    out: str = option(SplitConfig, "out"),
+    validation_share: float = option(SplitConfig, "validation_share"),
+    test_share: Optional[float] = option(SplitConfig, "test_share"),
+    seed: int = option(SplitConfig, "seed"),
+) -> None:
+    cfg = SplitConfig(**locals())
+    from cai.preferences.split import split_dataset
+
+    result = split_dataset(cfg)
+    tables.console().print(tables.splits_line(result.splits, result.out) + "\nprompts: "
+                           + ", ".join(f"{k} {v}" for k, v in result.prompts.items()))

@@ -5,9 +5,7 @@
 - `metrics`         metric names, meanings and which way is better
 - `gate`            the safety gate: thresholds that decide whether a model may ship
 - `bootstrap`       seeded bootstrap confidence intervals and win rates
-- `refusal`         the refusal phrase classifier
 - `adapter_engine`  PEFT adapters on the transformers engine
-- `reward`          reward-model loading and scoring, policy log-probs
 - `heldout`         eval/training prompt overlap
 - `monitor`         `cai monitor`: logged responses scored per window, thresholds and drift
 - `config`          the settings of `cai eval`, `cai eval rm` and `cai monitor`

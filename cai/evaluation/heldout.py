@@ -52,3 +52,33 @@ def run_training_prompts(run_dir: str | Path) -> list[str]:
 
     prompts = [r.get("prompt", "") for r in RunStore(run_dir).iter_records()]
     return [p for p in prompts if isinstance(p, str) and p]
+
+
+def first_turn_prompts(dataset: str | Path, split: str = "test_prefs", *, exclude: Iterable[str] = (),
+                       limit: int | None = None, seed: int = 0) -> list[dict]:
+    """Eval prompts from a dataset's held-out split: the distinct first user turns of its pairs.
+
+    Rows are `{id, prompt, category}` as prompt files hold them (`cai eval --prompts`). A prompt
+    that matches one of `exclude` (the training prompts) exactly or nearly is left out; `limit`
+    draws that many, seeded, in the split's order.
+    """
+    import random
+
+    from cai.errors import CaiError
+    from cai.generation.prompt_files import stable_id
+    from cai.train.runner import open_dataset
+
+    dd, _ = open_dataset(dataset)
+    if split not in dd:
+        raise CaiError(f"{dataset}: no split {split!r} (it has: {', '.join(dd)})")
+    by_key: dict[str, dict] = {}
+    for row in dd[split]:
+        turn = next((m["content"] for m in row["prompt"] if m["role"] == "user"), "")
+        if turn.strip() and normalize(turn) not in by_key:
+            by_key[normalize(turn)] = {"id": stable_id(turn), "prompt": turn, "category": row.get("category") or ""}
+    near = {p for p, _ in find_overlap([r["prompt"] for r in by_key.values()], list(exclude))}
+    rows = [r for r in by_key.values() if r["prompt"] not in near]
+    if limit is not None and limit < len(rows):
+        keep = set(random.Random(seed).sample(range(len(rows)), limit))
+        rows = [r for i, r in enumerate(rows) if i in keep]
+    return rows

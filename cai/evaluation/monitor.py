@@ -164,7 +164,7 @@ class Scoring:
         self.threshold = cfg.toxicity_threshold
 
     def score(self, rows: list[dict]) -> None:
-        from cai.evaluation.refusal import refusal_match
+        from cai.safety.refusal import refusal_match
 
         texts = [r["response"] for r in rows]
         for row, tox, bias in zip(rows, self.toxicity.score(texts), self.bias.score(texts)):

@@ -30,13 +30,11 @@ def _content(value, where: str, key: str):
 
 
 def load_pairs(data: str | Path, split: str = "test_prefs") -> tuple[list[dict], Path]:
-    """Rows with prompt/chosen/rejected from a dataset dir (DIR/<split>.jsonl) or a JSONL file."""
+    """Rows with prompt/chosen/rejected from a dataset dir (its `hf/` DatasetDict) or a JSONL file."""
     path = Path(data)
     if path.is_dir():
-        path = path / f"{split}.jsonl"
-        if not path.is_file():
-            raise CaiError(f"{data}: no {split}.jsonl; is this a dataset written by `cai data pairs`?")
-    elif not path.is_file():
+        return _dataset_pairs(path, split), path
+    if not path.is_file():
         raise CaiError(f"{data}: preference data not found")
     rows = []
     with open(path, encoding="utf-8") as fh:
@@ -60,6 +58,20 @@ def load_pairs(data: str | Path, split: str = "test_prefs") -> tuple[list[dict],
     return rows, path
 
 
+def _dataset_pairs(folder: Path, split: str) -> list[dict]:
+    from cai.train.runner import open_dataset
+
+    dd, _ = open_dataset(folder)
+    if split not in dd:
+        raise CaiError(f"{folder}: no split {split!r} (it has: {', '.join(dd)}); choose one with --split")
+    missing = [c for c in ("prompt", "chosen", "rejected") if c not in dd[split].column_names]
+    if missing:
+        raise CaiError(f"{folder}: split {split!r} lacks {', '.join(missing)}: not preference pairs")
+    if len(dd[split]) == 0:
+        raise CaiError(f"{folder}: no preference pairs (the {split} split is empty)")
+    return [dict(row) for row in dd[split]]
+
+
 def run_rm_eval(cfg: RMEvalConfig, *, quiet: bool = False) -> dict:
     from cai.evaluation.bootstrap import estimate, win_indicators
     from cai.evaluation.heldout import run_dir_of
@@ -79,7 +91,7 @@ def run_rm_eval(cfg: RMEvalConfig, *, quiet: bool = False) -> dict:
     timing = {}
     with _Progress(quiet) as progress:
         if cfg.reward_model:
-            from cai.evaluation.reward import RewardModel
+            from cai.train.reward_model import RewardModel
 
             start = time.perf_counter()
             rm = RewardModel(cfg.reward_model, batch_size=cfg.batch_size)
@@ -121,9 +133,8 @@ def run_rm_eval(cfg: RMEvalConfig, *, quiet: bool = False) -> dict:
 
 def _implicit_margins(cfg: RMEvalConfig, rows: list[dict], progress) -> list[float]:
     """(gain(chosen) - gain(rejected)) per pair, gain = log pi_adapter(y|x) - log pi_base(y|x)."""
-    from cai.evaluation.adapter_engine import AdapterTransformersEngine, adapter_base, find_adapter_dir
-    from cai.evaluation.reward import completion_logprobs
-    from cai.models import resolve_model
+    from cai.evaluation.adapter_engine import AdapterTransformersEngine
+    from cai.models import adapter_base, find_adapter_dir, resolve_model
 
     adapter_dir = find_adapter_dir(cfg.adapter)
     base = cfg.model or adapter_base(adapter_dir)
@@ -152,3 +163,50 @@ def _null():
     import contextlib
 
     return contextlib.nullcontext()
+
+
+def completion_logprobs(model, tokenizer, prompts: list, completions: list, *, batch_size: int = 8,
+                        max_length: int = 1024) -> list[float]:
+    """Sum of log P(completion tokens | prompt) for each pair, under `model` as it is called.
+
+    The completion starts after the longest common prefix of the tokenized
+    prompt (with the generation prompt) and the tokenized full conversation,
+    as TRL does, so templates that render the two slightly differently still
+    work.
+    """
+    import torch
+
+    from cai.engines.chat import apply_chat_template
+    from cai.train.reward_model import as_messages
+
+    rows = []
+    for prompt, completion in zip(prompts, completions):
+        prompt_msgs = as_messages(prompt, "user")
+        full = prompt_msgs + as_messages(completion, "assistant")
+        p_ids = tokenizer(apply_chat_template(tokenizer, prompt_msgs, add_generation_prompt=True),
+                          add_special_tokens=False)["input_ids"]
+        f_ids = tokenizer(apply_chat_template(tokenizer, full, add_generation_prompt=False),
+                          add_special_tokens=False)["input_ids"][:max_length]
+        start = 0
+        while start < min(len(p_ids), len(f_ids)) and p_ids[start] == f_ids[start]:
+            start += 1
+        rows.append((f_ids, max(1, start)))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[float] = []
+    with torch.inference_mode():
+        for begin in range(0, len(rows), batch_size):
+            chunk = rows[begin:begin + batch_size]
+            width = max(len(ids) for ids, _ in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, (ids, _) in enumerate(chunk):
+                input_ids[i, :len(ids)] = torch.tensor(ids)
+                mask[i, :len(ids)] = 1
+            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
+            logprobs = torch.log_softmax(logits[:, :-1, :], dim=-1)
+            targets = input_ids[:, 1:]
+            token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            for i, (ids, start) in enumerate(chunk):
+                # token t (t >= start) is predicted at position t - 1
+                out.append(float(token_lp[i, start - 1:len(ids) - 1].sum()))
+    return out

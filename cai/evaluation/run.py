@@ -216,8 +216,7 @@ def resolve_models(cfg: EvalConfig):
 
     A local transformers judge's model is a resolved path, so the engine that generated with it can judge.
     """
-    from cai.evaluation.adapter_engine import adapter_base, find_adapter_dir
-    from cai.models import resolve_model
+    from cai.models import adapter_base, find_adapter_dir, resolve_model
 
     adapter_dir = find_adapter_dir(cfg.adapter) if cfg.adapter else None
     base_spec = cfg.model
@@ -264,7 +263,7 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
     """Run the whole evaluation; returns the metrics.json dict (also written to the out dir)."""
     from cai.engines.base import SamplingParams
     from cai.evaluation.gate import check_gate, gate_summary, load_gate
-    from cai.evaluation.refusal import refusal_match
+    from cai.safety.refusal import refusal_match
     from cai.safety.registry import create_scorer
 
     gate = load_gate(cfg.gate_file)                     # a bad gate file fails before any model loads
@@ -273,7 +272,7 @@ def run_eval(cfg: EvalConfig, *, quiet: bool = False) -> dict:
     bias_scorer = create_scorer("bias")
     reward = None
     if cfg.reward_model:
-        from cai.evaluation.reward import RewardModel
+        from cai.train.reward_model import RewardModel
 
         reward = RewardModel(cfg.reward_model, batch_size=min(cfg.batch_size, 8))
         reward.check()                                  # before minutes of generation, not after

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cai.errors import CaiError
-from cai.evaluation.refusal import is_refusal
 from cai.preferences.config import AuditConfig
 from cai.preferences.quality import RULES, CopySources, Flag, flags, words
+from cai.safety.refusal import is_refusal
 
 
 @dataclass

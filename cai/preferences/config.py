@@ -200,3 +200,25 @@ class MixConfig:
         if any(not 0 < w < math.inf for w in weights):
             raise SettingError("weights", f"every weight must be above 0, got {self.weights}")
         return [w / sum(weights) for w in weights]
+
+
+@dataclass(kw_only=True)
+class SplitConfig:
+    """`cai data split DATASET --out DIR`: train, validation and test splits by prompt, for choosing settings."""
+
+    dataset: str = setting(REQUIRED, "Dataset dir written by `cai data pairs`, `import`, `mix` or `split`.")
+    out: str = setting(REQUIRED, "Dataset directory to write.")
+    validation_share: float = setting(0.1, "Share of all prompts moved from train to validation_prefs/_sft.")
+    test_share: float | None = setting(None, "Re-split every pair with this share of prompts in test (default: keep "
+                                             "the dataset's own test split).")
+    seed: int = setting(0, "Seed of the splits: the same seed gives the same splits.")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.validation_share < 1:
+            raise SettingError("validation_share", f"must be in (0, 1), got {self.validation_share:g}")
+        if self.test_share is not None:
+            if not 0 < self.test_share < 1:
+                raise SettingError("test_share", f"must be in (0, 1), got {self.test_share:g}")
+            if self.test_share + self.validation_share >= 1:
+                raise SettingError("test_share", f"{self.test_share:g} with --validation-share "
+                                                 f"{self.validation_share:g} leaves no prompt to train on")

@@ -19,6 +19,7 @@ from cai.errors import CaiError
 from cai.text import normalize
 
 SPLITS = ("train_prefs", "test_prefs", "train_sft", "test_sft")
+VALIDATION_SPLITS = ("validation_prefs", "validation_sft")      # written when a validation share is asked for
 DROPPED = "dropped.jsonl"
 SFT_COLUMNS = ("generation_id", "messages", "category", "principle_ids", "model")
 TEST_PROMPT_IN_TRAIN = "prompt also in the test split"
@@ -45,16 +46,33 @@ def drop_leaks(train: list[dict], test_prompts: set[str]) -> tuple[list[dict], l
     return kept, leaked
 
 
+def _shuffled_keys(rows: list[dict], seed) -> list[str]:
+    """The rows' distinct prompt keys in a seeded order that does not depend on the row order."""
+    return sorted({prompt_key(r) for r in rows}, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
+
+
 def split_by_prompt(rows: list[dict], test_share: float, seed: int) -> tuple[list[dict], list[dict]]:
     """Seeded prompt-level split; at least one prompt in test whenever there are two or more."""
     if not 0 <= test_share < 1:
         raise CaiError(f"--test-share: must be in [0, 1), got {test_share}")
-    keys = sorted({prompt_key(r) for r in rows},
-                  key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
+    keys = _shuffled_keys(rows, seed)
     n_test = 0 if len(keys) < 2 else min(len(keys) - 1, max(1, round(test_share * len(keys))))
     test_keys = set(keys[:n_test])
     train, test = drop_leaks(rows, test_keys)
     return train, test
+
+
+def split_validation(train: list[dict], share: float, seed: int, *, of: int) -> tuple[list[dict], list[dict]]:
+    """(train, validation): `share` of `of` prompts (all the dataset's, test included) moved out of train, by prompt.
+
+    Drawn in another seeded order than the test split, from train rows only, so the
+    three splits share no prompt; at least one prompt stays in train.
+    """
+    if not 0 <= share < 1:
+        raise CaiError(f"--validation-share: must be in [0, 1), got {share}")
+    keys = _shuffled_keys(train, f"validation:{seed}")
+    n_validation = 0 if share == 0 or len(keys) < 2 else min(len(keys) - 1, max(1, round(share * of)))
+    return drop_leaks(train, set(keys[:n_validation]))
 
 
 def split_by_ids(rows: list[dict], test_ids: set[str]) -> tuple[list[dict], list[dict], list[dict]]:
@@ -98,12 +116,14 @@ def _score_summary(rows: list[dict]) -> dict:
 
 def write_dataset(rows: list[dict], out_dir: str | Path, *, test_share: float = 0.1, seed: int = 0,
                   meta: dict | None = None, dropped_rows: list[dict] | None = None,
-                  test_ids: set[str] | None = None) -> dict:
+                  test_ids: set[str] | None = None, validation_share: float = 0.0) -> dict:
     """Write `rows` to `out_dir` (replaced atomically) and return the split counts.
 
     `dropped_rows` (each with `drop_reason` and `drop_detail`) go to `dropped.jsonl`,
     outside the splits, for audits and re-thresholding. `test_ids` (generation ids)
     keeps a source's own test split instead of splitting by prompt here.
+    `validation_share` > 0 also writes `validation_prefs` and `validation_sft`: that
+    share of the prompts, taken from train (for choosing settings without the test split).
     """
     import datasets
     from datasets import Dataset, DatasetDict
@@ -122,7 +142,13 @@ def write_dataset(rows: list[dict], out_dir: str | Path, *, test_share: float = 
             dropped_rows = (dropped_rows or []) + [{**r, "drop_reason": TEST_PROMPT_IN_TRAIN, "drop_detail": ""}
                                                    for r in leaked]
         rows = train + test
-    splits = {"train_prefs": train, "test_prefs": test, "train_sft": sft_rows(train), "test_sft": sft_rows(test)}
+    splits = {"train_prefs": train, "test_prefs": test}
+    if validation_share:
+        train, splits["validation_prefs"] = split_validation(train, validation_share, seed,
+                                                             of=len({prompt_key(r) for r in rows}))
+        splits["train_prefs"] = train
+    splits.update({f"{name}_sft": sft_rows(splits[f"{name}_prefs"]) for name in ("train", "test", "validation")
+                   if f"{name}_prefs" in splits})
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp")
     if tmp.exists():
@@ -168,7 +194,7 @@ def dataset_card(rows: list[dict], counts: dict, meta: dict) -> str:
         or f"cai preference data ({meta.get('constitution', {}).get('name', 'constitution')})",
         "tags": ["constitutional-ai", "preference", "dpo", "cai"],
         "configs": [{"config_name": "default",
-                     "data_files": [{"split": s, "path": f"{s}.parquet"} for s in SPLITS]}],
+                     "data_files": [{"split": s, "path": f"{s}.parquet"} for s in counts]}],
         "counts": counts,
         "dropped": dict(meta.get("dropped", {})),
         "principle_usage": dict(principles.most_common()),

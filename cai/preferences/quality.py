@@ -443,7 +443,7 @@ def off_topic(prompt: str | Text, chosen: str | Text, rejected: str | Text, rule
     `similarity` is (chosen, rejected) from an embedding scorer; without it the
     lexical overlap of subject words is used.
     """
-    from cai.evaluation.refusal import is_refusal
+    from cai.safety.refusal import is_refusal
 
     chosen = _as_text(chosen)
     if similarity is None:

@@ -16,6 +16,9 @@ still renders (the others say what command would fill them):
 - training curves from every `metrics.jsonl` below the run (loss, reward
   margins, accuracies; for online RL the reward per component, the KL to the
   start model and the completion length), read tolerantly;
+- before / after: every trained model against its start model on the same prompts (paired
+  differences with 95% intervals, win rates against 0.5) and reward models against chance,
+  saying which moved beyond their intervals;
 - eval metrics with confidence intervals against the gate (`eval*/metrics.json`,
   `eval*/rm.json`), and the eval replies side by side;
 - a sample browser of pairs: prompt, rejected, critique, chosen, scores; kept pairs and a
@@ -306,7 +309,8 @@ def pipeline_counts(records: list[dict], failed: int, card: dict | None) -> tupl
     drops = []
     if card:
         counts = card.get("counts") or {}
-        kept = int(counts.get("train_prefs", 0)) + int(counts.get("test_prefs", 0))
+        splits = [s for s in ("train_prefs", "validation_prefs", "test_prefs") if s in counts]
+        kept = sum(int(counts[s]) for s in splits)
         dropped = {str(k): int(v) for k, v in (card.get("dropped") or {}).items()}
         running = kept + sum(dropped.values())
         stages.append(("candidate pairs", running))
@@ -315,8 +319,7 @@ def pipeline_counts(records: list[dict], failed: int, card: dict | None) -> tupl
             stages.append((f"- {reason}", running))
             drops.append({"reason": reason, "n": n})
         stages.append(("kept pairs", kept))
-        stages.append(("train_prefs", int(counts.get("train_prefs", 0))))
-        stages.append(("test_prefs", int(counts.get("test_prefs", 0))))
+        stages += [(split, int(counts[split])) for split in splits]
     return stages, drops
 
 
@@ -418,6 +421,62 @@ def _eval_rows(result: dict) -> list[dict]:
         rows.append({"name": name, "description": m.description, "prompts": m.prompts, "better": m.better,
                      "model": model, "baseline": base, "delta": delta, "checks": checks.get(name, [])})
     return rows
+
+
+# The metrics the before/after table shows, in this order: what training should move, then what it should not.
+BEFORE_AFTER = ("harmless_rate", "safety_score", "mean_toxicity", "toxicity_rate", "red_team_refusal_rate",
+                "refusal_rate", "mean_length", "win_rate", "ai_win_rate", "rm_accuracy", "preference_accuracy")
+
+
+def moved(entry: dict | None, null: float) -> str | None:
+    """"up" or "down" when the 95% interval of `entry` lies wholly above or below `null`, else None."""
+    if not entry or entry.get("value") is None or not entry.get("ci") or entry["ci"][0] is None:
+        return None
+    lo, hi = entry["ci"]
+    return "up" if lo > null else "down" if hi < null else None
+
+
+def _cell(block: dict, name: str) -> dict | None:
+    """One eval's figures for one metric: a paired difference for per-side metrics, a rate against 0.5 else."""
+    from cai.evaluation.metrics import ALL_METRICS
+
+    if ALL_METRICS[name].comparison or name in block.get("rm", {}):
+        entry = (block.get("comparison") or block.get("rm") or {}).get(name)
+        return {"after": entry, "null": 0.5, "moved": moved(entry, 0.5)} if entry else None
+    delta = (block.get("delta") or {}).get(name)
+    if not delta:
+        return None
+    return {"before": (block.get("baseline") or {}).get(name), "after": (block.get("model") or {}).get(name),
+            "delta": delta, "null": 0.0, "moved": moved(delta, 0.0)}
+
+
+def before_after(results: list[tuple[str, dict]]) -> dict:
+    """Every trained model against its start model (and reward models against chance), one column each."""
+    from cai.evaluation.metrics import ALL_METRICS
+
+    columns = [(path, r.get("metrics") or {}) for path, r in results
+               if r.get("baseline") or r.get("kind") == "cai-eval-rm"]
+    rows = []
+    for name in BEFORE_AFTER:
+        cells = [_cell(block, name) for _, block in columns]
+        if any(cells):
+            m = ALL_METRICS[name]
+            rows.append({"name": name, "prompts": m.prompts, "better": m.better, "description": m.description,
+                         "cells": cells})
+    return {"columns": [path for path, _ in columns], "rows": rows}
+
+
+def movement_lines(table: dict) -> list[dict]:
+    """One plain sentence per column: which metrics moved beyond their 95% intervals and which did not."""
+    lines = []
+    for i, column in enumerate(table["columns"]):
+        went = [(row["name"], row["cells"][i]) for row in table["rows"] if row["cells"][i]]
+        beyond = [f"{name} {cell['moved']}" for name, cell in went if cell["moved"]]
+        within = [name for name, cell in went if not cell["moved"]]
+        lines.append({"level": "good" if beyond else "warn",
+                      "text": f"{column}: moved beyond the 95% interval: {', '.join(beyond) or 'nothing'}; "
+                              f"within it: {', '.join(within) or 'nothing'}."})
+    return lines
 
 
 # ----------------------------------------------------------------------------- assembly
@@ -559,6 +618,8 @@ def collect(run: Path, *, samples: int = 40, score: bool = True, seed: int = 0) 
     ctx["evals"] = evals
     ctx["rm_results"] = [{"path": str(p.relative_to(run)), "result": r} for p, r in
                          find_results(run, "rm.json", "cai-eval-rm")]
+    ctx["before_after"] = before_after([(ev.path, ev.result) for ev in evals]
+                                       + [(rm["path"], rm["result"]) for rm in ctx["rm_results"]])
     # kept pairs, then a few dropped pairs of every reason (the quality rules' evidence with them)
     ctx["samples"] = sample_pairs(pairs, samples, seed) + sample_pairs(
         sample_dropped(dropped, max(1, samples // 10), seed), samples, seed)
@@ -572,7 +633,7 @@ def collect(run: Path, *, samples: int = 40, score: bool = True, seed: int = 0) 
 
 def verdict(ctx: dict) -> list[dict]:
     """A few plain sentences answering: more harmless? still useful? is the data any good?"""
-    lines = []
+    lines = movement_lines(ctx["before_after"]) if ctx.get("before_after") else []
     for ev in ctx.get("evals", []):
         r = ev.result
         gate = r.get("gate") or {}

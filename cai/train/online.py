@@ -4,7 +4,8 @@ The policy generates `num_generations` completions per prompt of the training sp
 rewards score them (`cai.train.rewards`), and each completion's advantage is its reward against the
 other completions of its prompt: no value model. With LoRA the KL reference (`beta`) is the base with
 the adapter disabled. Prompts come from `train_prefs` (its `prompt` column) or `train_sft` (every turn
-of `messages` but the last), one row per distinct prompt; evaluation uses `test_prefs` prompts only.
+of `messages` but the last), one row per distinct prompt, plus the prompts of `data.prompts` files;
+evaluation uses `test_prefs` prompts only.
 """
 
 from __future__ import annotations
@@ -37,6 +38,23 @@ class OnlineRecipe(Recipe):
     def section_dict(self) -> list[dict]:
         return [entry.to_dict() for entry in self.rewards]
 
+    def extra_prompts(self) -> list:
+        """The prompts of `data.prompts` files (a path, else one shipped with cai such as data/helpful.jsonl)."""
+        from cai.errors import CaiError
+        from cai.generation.prompt_files import load_prompts
+        from cai.paths import shipped_dir
+
+        records = []
+        for i, spec in enumerate(self.data.prompts):
+            path = Path(spec).expanduser()
+            if not path.exists() and not path.is_absolute() and (shipped_dir("data").parent / spec).exists():
+                path = shipped_dir("data").parent / spec
+            try:
+                records += load_prompts(path)
+            except CaiError as err:
+                raise self.error(f"data.prompts.{i}", str(err)) from None
+        return records
+
     def check_split(self, dataset, root: Path, notes: list[str]) -> None:
         """A prompt source, a `category` column for category-bound rewards, and reward-model paths that
         default to the `cai train reward` output beside the dataset (runs/NAME/reward)."""
@@ -44,6 +62,9 @@ class OnlineRecipe(Recipe):
         if "prompt" not in columns and "messages" not in columns:
             raise self.error("data.split", f"split {self.data.split!r} has neither a prompt nor a messages column "
                              "to take prompts from")
+        extra = self.extra_prompts()
+        if extra:
+            columns = [*columns, "category"]
         for i, entry in enumerate(self.rewards):
             if isinstance(entry, RewardModelEntry) and entry.path is None:
                 entry.path = str(Path(root).resolve().parent / "reward")
@@ -51,7 +72,8 @@ class OnlineRecipe(Recipe):
                 if "category" not in columns:
                     raise self.error(f"rewards.{i}.on", f"split {self.data.split!r} has no category column to "
                                      "tell which prompts it applies to; use on: all")
-                present = set(dataset["category"])
+                present = set(dataset["category"] if "category" in dataset.column_names else []) | \
+                    {r.category for r in extra}
                 if not present & entry.categories():
                     notes.append(f"{self.where(f'rewards.{i}.on')}: no training prompt is in its categories "
                                  f"(the split has: {', '.join(sorted(map(str, present)))}); it gives no reward")
@@ -83,7 +105,9 @@ def preflight(recipe: OnlineRecipe, model_path: str | None) -> None:
 
 
 def prepare_dataset(recipe: OnlineRecipe, dataset):
-    """One row per distinct prompt: `prompt` (a conversation up to the answer) and `category` when present."""
+    """One row per distinct prompt: `prompt` (a conversation up to the answer, or its first user turn with
+    `data.first_turn`) and `category` when present; the prompts of `data.prompts` files join them (one-turn
+    conversations with their category)."""
     from datasets import Dataset
 
     source = "prompt" if "prompt" in dataset.column_names else "messages"
@@ -92,11 +116,24 @@ def prepare_dataset(recipe: OnlineRecipe, dataset):
     for row in dataset:
         prompt = row["prompt"] if source == "prompt" else row["messages"][:-1]
         prompt = [{"role": m["role"], "content": m["content"]} for m in prompt]
+        if recipe.data.first_turn:
+            prompt = [m for m in prompt if m["role"] == "user"][:1]
+            if not prompt:
+                continue
         key = json.dumps(prompt, sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
         rows.append({"prompt": prompt, **({"category": row["category"] or ""} if has_category else {})})
+    extra = recipe.extra_prompts()
+    for record in extra:
+        prompt = [{"role": "user", "content": record.prompt}]
+        key = json.dumps(prompt, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            rows.append({"prompt": prompt, "category": record.category})
+    if extra and not has_category:
+        rows = [{"category": "", **row} for row in rows]
     return Dataset.from_list(rows)
 
 

@@ -94,10 +94,18 @@ SECTION_ALIASES = {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_drop
 
 @dataclass
 class DataSection:
-    """Which splits of the exported DatasetDict to train and evaluate on (`eval_split: null` = no eval)."""
+    """Which splits of the exported DatasetDict to train and evaluate on (`eval_split: null` = no eval).
+
+    Online RL only: `prompts`, prompt files whose prompts join the split's, e.g. helpful prompts so
+    that a `refusal` reward has prompts of its categories to act on; `first_turn`, each of the split's
+    prompts cut to its first user turn, a one-turn chat like `cai eval`'s prompts (a multi-turn
+    transcript such as HH-RLHF's costs its whole length at every generation and gradient step).
+    """
 
     split: str = ""
     eval_split: str | None = None
+    prompts: list[str] = field(default_factory=list)
+    first_turn: bool = False
 
 
 @dataclass
@@ -327,7 +335,13 @@ def _fill(recipe: Recipe, doc: dict) -> None:
     data = _section(recipe, doc, "data", DataSection)
     recipe.data = DataSection(split=data.split or recipe.default_split,
                               eval_split=data.eval_split if "eval_split" in (doc.get("data") or {})
-                              else recipe.default_eval_split)
+                              else recipe.default_eval_split, prompts=data.prompts, first_turn=data.first_turn)
+    if data.prompts and recipe.kind not in ONLINE_KINDS:
+        raise recipe.error("data.prompts", f"prompt files are for online RL recipes ({', '.join(ONLINE_KINDS)}); "
+                           f"a {recipe.kind} recipe trains on the pairs of data.split")
+    if data.first_turn and recipe.kind not in ONLINE_KINDS:
+        raise recipe.error("data.first_turn", f"applies to online RL recipes ({', '.join(ONLINE_KINDS)}), whose "
+                           f"prompts are generated from; a {recipe.kind} recipe trains on whole pairs")
     recipe.lora = _section(recipe, doc, "lora", LoraSection)
     if recipe.lora.r < 1:
         raise recipe.error("lora.r", f"must be at least 1, got {recipe.lora.r}")
@@ -427,6 +441,12 @@ def _version(dist: str) -> str:
         return "?"
 
 
+# "Supported values are 'grpo', 'dr_grpo', and 'vespo'." (GRPOConfig.loss_type): a plain list of quoted names
+# only, so help texts that go on to describe each value ("Supported values are: `'a'` (default): ...") are skipped.
+_QUOTED = r"[`']+[A-Za-z_][\w-]*[`']+"
+_SUPPORTED_LIST = re.compile(rf"Supported values are ((?:{_QUOTED},?\s+(?:and\s+|or\s+)?)+{_QUOTED})\.")
+
+
 def field_choices(f) -> list[str]:
     """The values a field accepts: its Enum's values, or the list its help text documents."""
     hint = f.type
@@ -435,9 +455,8 @@ def field_choices(f) -> list[str]:
             return [str(m.value) for m in arg]
     help_text = f.metadata.get("help", "") if f.metadata else ""
     match = re.search(r"(Possible values are:?|Options:|Must be one of)(.*?)(\.\s|\.$|$)", help_text, re.S)
-    if not match:
-        return []
-    return re.findall(r"[`']+([A-Za-z_][\w-]*)[`']+", match.group(2))
+    listed = match.group(2) if match else (_SUPPORTED_LIST.search(help_text) or [None, ""])[1]
+    return re.findall(r"[`']+([A-Za-z_][\w-]*)[`']+", listed)
 
 
 def _union_args(hint) -> tuple:

@@ -13,7 +13,7 @@ weighted rewards of each completion and logs every reward's mean and spread per 
   The judge is a local model or a server's (`engine: openai, base_url: URL, model: NAME`); a completion
   the server fails on gets no judge reward (None) that step.
 - `toxicity`: 1 - the completion's toxicity (a `cai.safety` scorer).
-- `refusal`: 1 for an answer, 0 for a refusal (`cai.evaluation.refusal`) on prompts of the chosen categories;
+- `refusal`: 1 for an answer, 0 for a refusal (`cai.safety.refusal`) on prompts of the chosen categories;
   None (left out by TRL) on the others.
 - `function`: your own Python reward, `package.module.function` (as TRL's scripts take it), called
   the TRL way (`prompts=, completions=, completion_ids=`, the dataset's columns) plus its `options`.
@@ -100,7 +100,7 @@ class ToxicityEntry(RewardEntry):
 
 @dataclass
 class RefusalEntry(RewardEntry):
-    """`on`: `helpful` (cai's helpful categories, `cai.evaluation.refusal.HELPFUL_CATEGORIES`), `all`, or a
+    """`on`: `helpful` (cai's helpful categories, `cai.safety.refusal.HELPFUL_CATEGORIES`), `all`, or a
     list of categories."""
 
     type: ClassVar[str] = "refusal"
@@ -108,7 +108,7 @@ class RefusalEntry(RewardEntry):
 
     def categories(self) -> set[str] | None:
         """The prompt categories rewarded; None = every prompt."""
-        from cai.evaluation.refusal import HELPFUL_CATEGORIES
+        from cai.safety.refusal import HELPFUL_CATEGORIES
 
         if self.on == "all":
             return None
@@ -266,7 +266,7 @@ def load_judge_constitution(recipe, key: str, entry: JudgeEntry):
 def preflight(recipe, policy_path: str | None) -> None:
     """Checks of files a pipeline's earlier stage may write, run just before the stage (no model loads):
     the reward model folders, and their tokenizers against the policy's (`policy_path`, when known)."""
-    from cai.evaluation.reward import RewardModel
+    from cai.train.reward_model import RewardModel
 
     policy_tokenizer = None
     for i, entry in enumerate(recipe.rewards):
@@ -401,7 +401,7 @@ class RefusalReward:
         self.categories = entry.categories()
 
     def __call__(self, completions, category=None, **_) -> list[float | None]:
-        from cai.evaluation.refusal import is_refusal
+        from cai.safety.refusal import is_refusal
 
         categories = category if category is not None else [None] * len(completions)
         return [None if self.categories is not None and cat not in self.categories
@@ -424,7 +424,7 @@ class FunctionReward:
 def load_reward_model(entry: RewardModelEntry, policy_tokenizer):
     """(model, tokenizer) for TRL: an adapter merged into its base; a tokenizer without a chat template
     borrows the policy's (preflight made sure the vocabularies match)."""
-    from cai.evaluation.reward import RewardModel
+    from cai.train.reward_model import RewardModel
 
     reward_model = RewardModel(entry.path)
     reward_model.load()

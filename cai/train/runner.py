@@ -515,6 +515,7 @@ def _execute(plan: RunPlan, *, checked: Checked | None) -> dict | None:
     main = trainer.is_world_process_zero()
     if plan.resume_from and main:
         state = json.loads((Path(plan.resume_from) / "trainer_state.json").read_text())
+        S.trim_log(metrics_path, int(state.get("global_step") or 0))
         S.append_event(metrics_path, {"event": "resume", "checkpoint": Path(plan.resume_from).name,
                                       "global_step": state.get("global_step")})
     trainer.train(resume_from_checkpoint=plan.resume_from)

@@ -65,6 +65,33 @@ def _jsonable(value):
         return str(value)
 
 
+def trim_log(path: Path, global_step: int) -> int:
+    """Drop the rows logged after the checkpoint a run resumes from (and a torn last line); how many went.
+
+    Steps after the checkpoint are trained and logged again on resume, so keeping their
+    first rows would log them twice.
+    """
+    from cai.io import write_atomic
+
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            dropped += 1
+            continue
+        step = row.get("global_step" if "event" in row else "step")
+        if isinstance(step, int) and step > global_step and row.get("event") != "resume":
+            dropped += 1
+            continue
+        kept.append(line + "\n")
+    if dropped:
+        write_atomic(path, "".join(kept))
+    return dropped
+
+
 def append_event(path: Path, row: dict) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")

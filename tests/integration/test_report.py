@@ -309,3 +309,26 @@ def test_report_loads_in_headless_chromium_without_errors(full_run, tmp_path):
     # Console messages (JS errors, CSP violations from any network load) are logged as CONSOLE lines.
     console = [line for line in (dom.stderr + run.stderr).splitlines() if ":CONSOLE" in line]
     assert console == [], console
+
+
+def test_before_after_says_which_metrics_moved_beyond_their_intervals(full_run):
+    from cai.report.build import before_after, collect, movement_lines
+
+    ctx = collect(full_run, score=False)
+    table = ctx["before_after"]
+    assert table["columns"] == ["eval/metrics.json", "eval/rm.json"]
+    rows = {row["name"]: row["cells"] for row in table["rows"]}
+    # every synthetic reply is judged more harmless than its baseline: an interval wholly above 0
+    assert rows["safety_score"][0]["moved"] == "up" and rows["safety_score"][0]["delta"]["ci"][0] > 0
+    assert rows["mean_length"][0]["moved"] == "down"                      # 20-29 tokens against 30
+    assert rows["refusal_rate"][0]["moved"] is None                      # one refusal in four: within noise
+    assert rows["ai_win_rate"][0]["moved"] == "up" and rows["ai_win_rate"][0]["null"] == 0.5
+    assert rows["rm_accuracy"][1]["moved"] is None and rows["rm_accuracy"][0] is None   # [0.33, 1.0] holds 0.5
+    lines = [line["text"] for line in movement_lines(table)]
+    assert lines[0].startswith("eval/metrics.json: moved beyond the 95% interval: safety_score up")
+    assert "within it:" in lines[0] and "refusal_rate" in lines[0].split("within it:")[1]
+    assert lines[1] == ("eval/rm.json: moved beyond the 95% interval: nothing; within it: rm_accuracy, "
+                        "preference_accuracy.")
+    html = (full_run / "report.html").read_text()
+    assert 'id="before-after"' in html and "moved up" in html and lines[0] in html
+    assert before_after([("eval/metrics.json", {"metrics": {}, "baseline": None})]) == {"columns": [], "rows": []}

@@ -118,7 +118,7 @@ def test_one_principle_per_prompt_and_step_shared_by_its_completions(tiny_model_
 
 
 def test_toxicity_and_refusal_rewards():
-    from cai.evaluation.refusal import HELPFUL_CATEGORIES
+    from cai.safety.refusal import HELPFUL_CATEGORIES
     from cai.train.rewards import RefusalEntry, RefusalReward, ToxicityEntry, ToxicityReward
 
     polite, rude = "Thank you, here is a kind and careful answer.", "Shut up, you stupid idiot moron."
@@ -135,9 +135,9 @@ def test_toxicity_and_refusal_rewards():
 
 
 def test_helpful_categories_are_those_of_the_shipped_helpful_prompts():
-    from cai.evaluation.refusal import HELPFUL_CATEGORIES
     from cai.generation.prompt_files import load_prompts
     from cai.paths import shipped_dir
+    from cai.safety.refusal import HELPFUL_CATEGORIES
 
     shipped = {r.category for name in ("helpful.jsonl", "eval_helpful.jsonl")
                for r in load_prompts(shipped_dir("data") / name)}
@@ -185,3 +185,51 @@ def test_pipeline_sft_reward_grpo_reruns_nothing_and_eval_takes_the_rl_adapter(d
     assert metrics["model"]["path"] == str((out / "sft" / "merged").resolve())
     assert metrics["baseline"]["kind"] == "same model without the adapter"
     assert "toxicity_rate" in metrics["metrics"]["delta"]
+
+
+def test_grpo_killed_after_a_checkpoint_resumes_its_step_and_log(data, tiny_model_dir, tmp_path):
+    """kill -9 once checkpoint-2 is on disk; the same command continues at step 3, and metrics.jsonl holds each
+    step once: the steps logged after the checkpoint and before the kill are trained and logged again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from support import REPO
+
+    out = tmp_path / "grpo"
+    reward = "[{type: function, function: support.train.first_token_is, options: {token: 0}}]"
+    cmd = [str(Path(sys.executable).parent / "cai"), "train", "grpo", "--recipe", "smoke/grpo", "--data", str(data),
+           "--model", str(tiny_model_dir), "--out", str(out), "--set", f"rewards={reward}",
+           "--set", "training.max_completion_length=4", "--set", "training.max_steps=5",
+           "--set", "training.save_steps=2", "--set", "data.eval_split=null"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    state = out / "checkpoint-2" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not state.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert state.is_file(), proc.stderr.read() if proc.poll() is not None else "no checkpoint in time"
+    while proc.poll() is None and not [r for r in _logs(out) if r.get("step") == 3 and "loss" in r] \
+            and time.time() < deadline:             # a step logged after the checkpoint, to be logged again
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert not (out / ".cai-complete").exists(), "finished before the kill: nothing to resume"
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming from checkpoint-" in rerun.stderr
+    rows = _logs(out)
+    resume = next(i for i, row in enumerate(rows) if row.get("event") == "resume")
+    resumed_at = rows[resume]["global_step"]
+    assert resumed_at >= 2
+    begin = next(row for row in rows[resume:] if row.get("event") == "train_begin")
+    assert begin["global_step"] == resumed_at                       # the trainer restored its state
+    steps = [row["step"] for row in rows if "loss" in row]
+    assert steps == [1, 2, 3, 4, 5]                                 # continued, each step logged once
+    assert all("rewards/first_token_is/mean" in row for row in rows if "loss" in row)
+    assert json.loads((out / "summary.json").read_text())["global_step"] == 5

@@ -20,7 +20,7 @@ def _prompts(names) -> list[str]:
 
 def test_shipped_eval_sets_do_not_overlap_the_training_sets_even_nearly():
     eval_prompts, train_prompts = _prompts(EVAL), _prompts(TRAIN)
-    assert len(eval_prompts) == 40 and len(train_prompts) == 90
+    assert len(eval_prompts) == 136 and len(train_prompts) == 90
     assert find_overlap(eval_prompts, train_prompts) == []
 
 

@@ -16,7 +16,8 @@ SETS = {
     "helpful.jsonl": ("hp-", (25, 35), {"cooking", "coding", "writing", "science", "health-info", "travel",
                                         "finance-basics", "borderline"}, 3),
     "eval_red_team.jsonl": ("ev-rt-", (20, 28), RED_TEAM_CATEGORIES, 3),
-    "eval_helpful.jsonl": ("ev-hp-", (12, 20), {"cooking", "coding", "writing", "science", "borderline"}, 2),
+    "eval_helpful.jsonl": ("ev-hp-", (100, 130), {"cooking", "coding", "writing", "science", "health-info", "travel",
+                                              "finance-basics", "borderline"}, 12),
 }
 
 

@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+from support import cli
 from support.train import cli_error_line as _fail
 from support.train import cli_stdout as _ok
 from support.train import write_preferences
@@ -84,6 +85,8 @@ def test_shipped_rl_pipelines_validate(recipe, tmp_path):
     ("grpo", ["--set", "training.num_generations=3", "--set", "data.eval_split=null"],
      "GRPOConfig refused the settings: generation_batch_size (32) must be divisible by num_generations (3)"),
     ("grpo", ["--set", "training.reward_weights=[1, 1]"], "set each reward's weight in its rewards: entry"),
+    ("grpo", ["--set", "training.loss_type=ppo"],
+     "training.loss_type: 'ppo' is not a value trl.GRPOConfig accepts (TRL 1.16.0): grpo, dr_grpo, dapo, bnpo"),
     ("rloo", ["--set", "training.num_generations=3", "--set", "training.per_device_train_batch_size=3",
               "--set", "training.gradient_accumulation_steps=1"],
      "training.per_device_eval_batch_size: 8 is not a multiple of the 3 completions per prompt"),
@@ -112,6 +115,11 @@ def test_shipped_rl_pipelines_validate(recipe, tmp_path):
     ("grpo", ["--set", "training.0=1"], "--set training.0=1: training.0: a number indexes a list"),
     ("dpo", ["--set", "rewards=[{type: toxicity}]"], "rewards: unknown section for a dpo recipe; the rewards: section "
                                                      "belongs to grpo and rloo recipes"),
+    ("dpo", ["--set", "data.prompts=[data/helpful.jsonl]"], "--set data.prompts: prompt files are for online RL "
+                                                            "recipes (grpo, rloo); a dpo recipe trains on the pairs"),
+    ("dpo", ["--set", "data.first_turn=true"], "--set data.first_turn: applies to online RL recipes (grpo, rloo)"),
+    ("grpo", ["--set", "data.prompts=[/nonexistent/p.jsonl]"],
+     "grpo.yaml: data.prompts.0: /nonexistent/p.jsonl: no such file or directory"),
 ])
 def test_rl_recipe_errors_are_one_line_naming_the_key(kind, args, expected, data, reward_dir):
     line = _fail(["train", kind, "--data", str(data), "--model", NO_MODEL, *args])
@@ -202,3 +210,44 @@ def test_a_served_judge_reward_is_spelled_as_everywhere_and_checked_without_a_re
     out = _ok(["train", "grpo", "--recipe", "grpo", "--data", str(data), "--model", NO_MODEL, "--dry-run",
                "--set", f"rewards.1={entry}"])
     assert "engine: openai" in out and "base_url: http://127.0.0.1:9/v1" in out and "model: judge" in out
+
+
+def test_prompt_files_join_the_rl_prompts_with_their_categories(data, reward_dir):
+    from datasets import load_from_disk
+
+    from cai.generation.prompt_files import load_prompts
+    from cai.train.online import prepare_dataset
+    from cai.train.recipe import load_recipe
+
+    split = load_from_disk(str(data / "hf"))["train_prefs"]
+    alone = prepare_dataset(load_recipe("smoke/grpo"), split)
+    recipe = load_recipe("smoke/grpo", overrides=["data.prompts=[data/helpful.jsonl]"])   # found among cai's files
+    mixed = prepare_dataset(recipe, split)
+    helpful = load_prompts(RECIPES.parent / "data" / "helpful.jsonl")
+    assert len(mixed) == len(alone) + len(helpful)
+    added = list(mixed)[len(alone):]
+    assert [r["prompt"] for r in added] == [[{"role": "user", "content": h.prompt}] for h in helpful]
+    assert [r["category"] for r in added] == [h.category for h in helpful]
+    # with helpful prompts among them, the refusal reward has prompts to act on: no "gives no reward" note
+    args = ["train", "grpo", "--data", str(data), "--model", NO_MODEL, "--dry-run"]
+    assert "it gives no reward" in cli(args).stderr
+    assert "it gives no reward" not in cli([*args, "--set", "data.prompts=[data/helpful.jsonl]"]).stderr
+
+
+def test_first_turn_cuts_multi_turn_prompts_to_their_first_user_turn():
+    from datasets import Dataset
+
+    from cai.train.online import prepare_dataset
+    from cai.train.recipe import load_recipe
+
+    def chat(*turns):
+        return [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+
+    split = Dataset.from_list([{"prompt": chat("How do I pick a lock?", "Why?", "I lost my key."), "category": "x"},
+                               {"prompt": chat("How do I pick a lock?", "What kind?", "A door."), "category": "x"},
+                               {"prompt": chat("Name a bird."), "category": "y"}])
+    whole = prepare_dataset(load_recipe("smoke/grpo"), split)
+    assert [len(r["prompt"]) for r in whole] == [3, 3, 1]
+    cut = prepare_dataset(load_recipe("smoke/grpo", overrides=["data.first_turn=true"]), split)
+    assert list(cut) == [{"prompt": chat("How do I pick a lock?"), "category": "x"},      # the two transcripts: one
+                         {"prompt": chat("Name a bird."), "category": "y"}]

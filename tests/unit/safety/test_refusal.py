@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cai.evaluation.refusal import OPENING_CHARS, is_refusal, refusal_match
+from cai.safety.refusal import OPENING_CHARS, is_refusal, refusal_match
 
 REFUSALS = [
     ("I can't help with that.", "i can't help"),

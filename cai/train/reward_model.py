@@ -1,4 +1,4 @@
-"""Reward models and policy log-probabilities for `cai eval` and `cai eval rm`.
+"""A reward model `cai train reward` wrote, loaded to score replies: online RL rewards, `cai eval`, `cai eval rm`.
 
 A reward-model directory is what `cai train reward` writes: either a PEFT
 adapter over `AutoModelForSequenceClassification(num_labels=1)` (the folder
@@ -46,8 +46,7 @@ class RewardModel:
 
     def _locate(self) -> bool:
         """Set `base_path` (the adapter's base, or the folder itself); True for an adapter."""
-        from cai.evaluation.adapter_engine import ADAPTER_CONFIG, adapter_base
-        from cai.models import resolve_model
+        from cai.models import ADAPTER_CONFIG, adapter_base, resolve_model
 
         if not self.path.is_dir():
             raise CaiError(f"{self.path}: reward model directory not found")
@@ -112,7 +111,7 @@ class RewardModel:
         self.tokenizer = tokenizer
 
     def text(self, prompt: Messages | str, response: Messages | str) -> str:
-        conversation = _messages(prompt, "user") + _messages(response, "assistant")
+        conversation = as_messages(prompt, "user") + as_messages(response, "assistant")
         if getattr(self.tokenizer, "chat_template", None):
             return apply_chat_template(self.tokenizer, conversation, add_generation_prompt=False)
         return "\n\n".join(m["content"] for m in conversation) + (self.tokenizer.eos_token or "")
@@ -124,15 +123,18 @@ class RewardModel:
             raise CaiError(f"reward model: {len(prompts)} prompts against {len(responses)} responses")
         if self.model is None:
             self.load()
-        texts = [self.text(p, r) for p, r in zip(prompts, responses)]
-        out: list[float] = []
+        ids = self.tokenizer([self.text(p, r) for p, r in zip(prompts, responses)], add_special_tokens=False,
+                             truncation=True, max_length=self.max_length)["input_ids"]
+        # Batched by length, so a batch pads to about its own length (conversations run from 50 to 1,000 tokens).
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out: list[float] = [0.0] * len(ids)
         with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                batch = texts[start:start + self.batch_size]
-                enc = self.tokenizer(batch, add_special_tokens=False, padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt")
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start:start + self.batch_size]
+                enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
                 logits = self.model(**enc).logits
-                out += [float(v) for v in logits[:, 0].float()]
+                for i, v in zip(batch, logits[:, 0].float()):
+                    out[i] = float(v)
                 if on_batch:
                     on_batch(len(batch))
         return out
@@ -142,51 +144,8 @@ class RewardModel:
         self.tokenizer = None
 
 
-def _messages(value: Messages | str, role: str) -> Messages:
+def as_messages(value: Messages | str, role: str) -> Messages:
+    """A prompt or reply as chat messages: a bare string becomes one message of `role`."""
     if isinstance(value, str):
         return [{"role": role, "content": value}]
     return [{"role": m["role"], "content": m["content"]} for m in value]
-
-
-def completion_logprobs(model, tokenizer, prompts: list, completions: list, *, batch_size: int = 8,
-                        max_length: int = 1024) -> list[float]:
-    """Sum of log P(completion tokens | prompt) for each pair, under `model` as it is called.
-
-    The completion starts after the longest common prefix of the tokenized
-    prompt (with the generation prompt) and the tokenized full conversation,
-    as TRL does, so templates that render the two slightly differently still
-    work.
-    """
-    import torch
-
-    rows = []
-    for prompt, completion in zip(prompts, completions):
-        prompt_msgs = _messages(prompt, "user")
-        full = prompt_msgs + _messages(completion, "assistant")
-        p_ids = tokenizer(apply_chat_template(tokenizer, prompt_msgs, add_generation_prompt=True),
-                          add_special_tokens=False)["input_ids"]
-        f_ids = tokenizer(apply_chat_template(tokenizer, full, add_generation_prompt=False),
-                          add_special_tokens=False)["input_ids"][:max_length]
-        start = 0
-        while start < min(len(p_ids), len(f_ids)) and p_ids[start] == f_ids[start]:
-            start += 1
-        rows.append((f_ids, max(1, start)))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out: list[float] = []
-    with torch.inference_mode():
-        for begin in range(0, len(rows), batch_size):
-            chunk = rows[begin:begin + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, (ids, _) in enumerate(chunk):
-                input_ids[i, :len(ids)] = torch.tensor(ids)
-                mask[i, :len(ids)] = 1
-            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-            logprobs = torch.log_softmax(logits[:, :-1, :], dim=-1)
-            targets = input_ids[:, 1:]
-            token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            for i, (ids, start) in enumerate(chunk):
-                # token t (t >= start) is predicted at position t - 1
-                out.append(float(token_lp[i, start - 1:len(ids) - 1].sum()))
-    return out
