@@ -50,7 +50,11 @@ def drops(title: str, dropped: dict):
 
 
 def splits_line(counts: dict, out: str) -> str:
-    return "splits: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"\ndataset written to {out}"
+    from cai.preferences.export import empty_splits_note
+
+    note = empty_splits_note(counts)
+    return ("splits: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"\ndataset written to {out}"
+            + (f"\nnote: {note.replace('DIR', str(out))}" if note else ""))
 
 
 def dataset_stats(path: str, front: dict) -> list:
