@@ -208,7 +208,8 @@ def filter_dataset(cfg: FilterConfig, *, on_scored=None) -> FilterSummary:
         rows.append(dict(row))
     score_rows(rows, rules, on_batch=on_scored)
     dropped_rows: list[dict] = []
-    kept, dropped = apply_rules(rows, rules, on_drop=lambda row, why: dropped_rows.append({**row, "drop_reason": why}))
+    kept, dropped = apply_rules(rows, rules, on_drop=lambda row, why, detail: dropped_rows.append(
+        {**row, "drop_reason": why, "drop_detail": detail}))
     counts = write_dataset(kept, cfg.out, test_share=cfg.test_share, seed=cfg.seed, dropped_rows=dropped_rows,
                            meta={"dropped": dict(dropped), "strategy": "filtered", "command": "cai data filter"})
     return FilterSummary(pairs=len(rows), kept=len(kept), dropped=dict(dropped), splits=counts, out=cfg.out)
