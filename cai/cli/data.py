@@ -36,7 +36,7 @@ def build_pairs(cfg: PairsConfig) -> None:
         result = build_dataset(cfg, on_scored=lambda n: progress.update(task, advance=n))
     if result.note:
         tables.note(result.note)
-    console.print(tables.splits_line(result.splits, result.out) + " (dropped pairs with the reason: dropped.jsonl)")
+    console.print(tables.splits_line(result.splits, result.out, "dropped pairs with the reason: dropped.jsonl"))
     console.print(tables.drops(f"{result.records} records -> {result.candidates} pairs -> {result.kept} kept",
                                result.dropped))
 

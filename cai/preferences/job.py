@@ -133,7 +133,7 @@ def build_dataset(cfg: PairsConfig, *, on_scored=None) -> PairsSummary:
     """Run the whole pairs job; `on_scored(n)` follows the safety scoring."""
     from cai.generation.snapshot import run_sources
     from cai.preferences.export import TEST_PROMPT_IN_TRAIN, leaked_count, write_dataset
-    from cai.preferences.quality import CopySources
+    from cai.preferences.quality import CopySources, Topics
 
     rules, filter_rules = safety_rules(cfg), pair_rules(cfg)
     store = RunStore(cfg.run)
@@ -164,8 +164,9 @@ def build_dataset(cfg: PairsConfig, *, on_scored=None) -> PairsSummary:
         add_prompt_similarity(candidates, quality.off_topic.scorer_options)
     copy_sources = (CopySources.from_constitution(sources.constitution, sources.templates,
                                                   quality.few_shot_copy.min_words)
-                    if quality.few_shot_copy.enabled else None)
-    pair_filter = QualityFilter(filter_rules, seed=cfg.seed, sources=copy_sources, on_drop=drop)
+                    if quality.few_shot_copy.enabled or quality.rejected_kept.enabled else None)
+    topics = Topics.from_rows(candidates, sources.constitution) if quality.off_topic.enabled else None
+    pair_filter = QualityFilter(filter_rules, seed=cfg.seed, sources=copy_sources, on_drop=drop, topics=topics)
     rows = list(pair_filter(candidates))
     if cfg.filter and rows:
         score_rows(rows, rules, on_batch=on_scored)
