@@ -717,37 +717,39 @@ class _Pair:
         return [c for c in self.row.get("critiques") or [self.row.get("critic_response") or ""] if c]
 
 
+NOTHING: tuple = ()
+
+
 def _copy(pair: _Pair, rule: FewShotCopyRule):
     if pair.sources is None:
-        return
+        return NOTHING
+    found = []
     for field in ("chosen", "rejected"):
         copy = pair.sources.longest_copy(getattr(pair, field), pair.prompt)
         if copy:
-            yield field, f"\u201c{copy[0]}\u201d ({len(copy[0].split())} words, {copy[1]})"
+            found.append((field, f"\u201c{copy[0]}\u201d ({len(copy[0].split())} words, {copy[1]})"))
+    return found
 
 
 def _echo(pair: _Pair, rule: CritiqueEchoRule):
     share = max((echo_share(pair.chosen, c, pair.rejected) for c in pair.critiques), default=0.0)
     if share >= rule.max_share:
-        yield "chosen", f"{share:.0%} of its 3-word phrases come from the critique"
+        return (("chosen", f"{share:.0%} of its 3-word phrases come from the critique"),)
+    return NOTHING
 
 
 def _loop(pair: _Pair, rule: RepetitionLoopRule):
-    for field in ("chosen", "rejected"):
-        found = loop_evidence(getattr(pair, field), rule)
-        if found:
-            yield field, found
+    return [(field, found) for field in ("chosen", "rejected") if (found := loop_evidence(getattr(pair, field), rule))]
 
 
 def _meta(pair: _Pair, rule: MetaCommentRule):
     phrase = meta_comment(pair.chosen)
-    if phrase:
-        yield "chosen", f"\u201c{phrase}\u201d"
+    return (("chosen", f"\u201c{phrase}\u201d"),) if phrase else NOTHING
 
 
 def _off_topic(pair: _Pair, rule: OffTopicRule):
     if pair.topics is None:
-        return
+        return NOTHING
     row = pair.row
     similarity = None
     if "chosen_prompt_similarity" in row and "rejected_prompt_similarity" in row:
@@ -755,26 +757,22 @@ def _off_topic(pair: _Pair, rule: OffTopicRule):
     found = off_topic(Text(user_turns(row.get("prompt"))), pair.chosen, pair.rejected, rule, similarity,
                       topics=pair.topics, own=str(row.get("generation_id") or row.get("pair_id") or ""),
                       context=" ".join(pair.critiques))
-    if found:
-        yield "chosen", found
+    return (("chosen", found),) if found else NOTHING
 
 
 def _repeated_item(pair: _Pair, rule: RepeatedItemRule):
     found = repeated_item(pair.chosen, rule)
-    if found:
-        yield "chosen", found
+    return (("chosen", found),) if found else NOTHING
 
 
 def _rejected_kept(pair: _Pair, rule: RejectedKeptRule):
     found = rejected_kept(pair.chosen, pair.rejected, rule, pair.sources, pair.prompt)
-    if found:
-        yield "chosen", found
+    return (("chosen", found),) if found else NOTHING
 
 
 def _refusal_not_improved(pair: _Pair, rule: RefusalNotImprovedRule):
     found = refusal_not_improved(pair.prompt, pair.chosen, pair.rejected, rule)
-    if found:
-        yield "chosen", found
+    return (("chosen", found),) if found else NOTHING
 
 
 # (rule, its field in QualityRules, its check), in the order the filter applies them
