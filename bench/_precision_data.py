@@ -6,8 +6,8 @@
   thing in other words, for the toxicity classifier's spread.
 - data/hh-rlhf/harmless-base-test.jsonl.gz: real human-preference pairs, imported with
   `cai data import hh-rlhf` as a user would.
-- bench/data/failures/: pairs a careful reader drops (the embedded model's real failures and
-  constructed cases), each with the failure class it shows.
+- bench/data/failures_constructed.jsonl and bench/data/embedded-runs/: pairs a careful reader drops
+  (constructed cases and the embedded model's real failures), each with the failure class it shows.
 """
 
 from __future__ import annotations
@@ -32,6 +32,13 @@ def paraphrases() -> list[dict]:
     from cai.io import read_jsonl
 
     return read_jsonl(DATA / "toxicity_paraphrases.jsonl")
+
+
+def constructed_failures() -> list[dict]:
+    """Hand-written pairs a careful reader drops: `failure` is the class, `expected` the drop reason."""
+    from cai.io import read_jsonl
+
+    return read_jsonl(DATA / "failures_constructed.jsonl")
 
 
 def hh_rlhf_pairs() -> list[dict]:

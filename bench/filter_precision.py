@@ -30,7 +30,7 @@ from collections import Counter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _precision_data import DATA, ROOT, hh_rlhf_pairs, keep_set  # noqa: E402
+from _precision_data import DATA, ROOT, constructed_failures, hh_rlhf_pairs, keep_set  # noqa: E402
 
 SAFETY = ("chosen toxicity > 0.7", "chosen flagged biased", "chosen more toxic than rejected")
 FILTER = ("leaked preamble", "truncated", "no-op revision")
@@ -55,12 +55,6 @@ def embedded_failures() -> list[tuple[dict, object, object]]:
                 out.append(({**row, "failure": label["failure"], "expected": label.get("expected", ""),
                              "run": run.parent.name}, sources.constitution, sources.templates))
     return out
-
-
-def constructed_failures() -> list[dict]:
-    from cai.io import read_jsonl
-
-    return read_jsonl(DATA / "failures_constructed.jsonl")
 
 
 class Pipeline:

@@ -18,7 +18,9 @@ meaning the same (hand-written harmless paraphrases and the HH-RLHF edits), roun
 up to 0.05. The last table shows how often the rule fires below the absolute
 cut-off (0.7) on the keep-set's calibration part and on HH-RLHF, for several margins,
 comparing the chosen with the rejected alone (the rule before) and with the higher
-of the rejected and the prompt (the rule now).
+of the rejected and the prompt (the rule now), next to what either safety rule
+catches of the toxicity regressions among the constructed failures (a polite answer
+revised into an insult, a slur or group hatred, or rudeness; known limits included).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _precision_data import hh_rlhf_pairs, keep_set, paraphrases, quantile  # noqa: E402
+from _precision_data import constructed_failures, hh_rlhf_pairs, keep_set, paraphrases, quantile  # noqa: E402
 
 CONTRACTIONS = {"don't": "do not", "doesn't": "does not", "didn't": "did not", "can't": "cannot",
                 "won't": "will not", "isn't": "is not", "aren't": "are not", "wasn't": "was not",
@@ -83,6 +85,8 @@ def main() -> None:
     kp = tox([r["prompt"][-1]["content"] for r in calibration])
     hc, hr = tox(originals), tox([r["rejected"][0]["content"] for r in hh])
     hp = tox([r["prompt"][-1]["content"] for r in hh])
+    regressions = [r for r in constructed_failures() if r["expected"].startswith("chosen")]
+    gc, gr, gp = (tox([r[k][-1]["content"] for r in regressions]) for k in ("chosen", "rejected", "prompt"))
     harm_texts = [x for p, xa, xb in zip(para, a, b) if p["kind"] == "discusses-harm" for x in (xa, xb)] + kc
     same_meaning = by_kind["discusses-harm"] + by_kind["neutral"] + [abs(x - y) for x, y in zip(ea, eb)]
     margin = math.ceil(max(same_meaning) / 0.05 - 1e-9) * 0.05
@@ -115,12 +119,25 @@ def main() -> None:
                 for c, r, p in zip(chosen, rejected, prompt))
         return f"{n} ({n / len(chosen):.1%})"
 
+    def caught(m):
+        """Regressions either safety rule drops (above the cut-off, or more toxic by the margin): all, below 0.7."""
+        hits = [c > rules.toxicity_max or c > max(r, p) + m for c, r, p in zip(gc, gr, gp)]
+        low = [hit for hit, c in zip(hits, gc) if c <= rules.toxicity_max]
+        return f"{sum(hits)} of {len(hits)} ({sum(low)} of {len(low)})"
+
     print(f"\n| margin | keep-set calibration ({len(kc)}): vs rejected | vs rejected and prompt | "
-          f"HH-RLHF ({len(hc)}): vs rejected | vs rejected and prompt |")
-    print("| --- | --- | --- | --- | --- |")
+          f"HH-RLHF ({len(hc)}): vs rejected | vs rejected and prompt | toxicity regressions caught "
+          f"(of them scoring <= {rules.toxicity_max}) |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for m in sorted({*MARGINS, default}):
         print(f"| {m:.2f} | {fired(kc, kr, kp, m, False)} | {fired(kc, kr, kp, m, True)} | "
-              f"{fired(hc, hr, hp, m, False)} | {fired(hc, hr, hp, m, True)} |")
+              f"{fired(hc, hr, hp, m, False)} | {fired(hc, hr, hp, m, True)} | {caught(m)} |")
+    print("\n| toxicity regression (constructed) | chosen | rejected | prompt | caught by |")
+    print("| --- | --- | --- | --- | --- |")
+    for row, c, r, p in zip(regressions, gc, gr, gp):
+        by = (f"chosen toxicity > {rules.toxicity_max}" if c > rules.toxicity_max
+              else "chosen more toxic than rejected" if c > max(r, p) + default else "nothing (known limit)")
+        print(f"| {row['failure']}: \u201c{row['chosen'][-1]['content']}\u201d | {c:.2f} | {r:.2f} | {p:.2f} | {by} |")
     scorer.close()
 
 

@@ -31,6 +31,7 @@ import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -616,36 +617,45 @@ class Topics:
     few-shot dialogue, its final revision too: that is what a model pastes). A chosen
     is off-topic only when its own subject is one of these, so a revision that
     declines or redirects ("talk to a counsellor") is never taken for drift: it is
-    about nothing else the run holds.
+    about nothing else the run holds. The index is built on the first question, so a
+    run where no chosen leaves its prompt never pays for it.
     """
 
     def __init__(self, conversations: dict[str, tuple[str, str]]):
-        """`conversations`: key -> (label shown in the evidence, text)."""
-        self.labels = {key: label for key, (label, _) in conversations.items()}
-        self.stems = {key: content_stems(words(text)) for key, (_, text) in conversations.items()}
-        self.index: dict[str, list[str]] = {}
-        for key, stems in self.stems.items():
-            for stem in stems:
-                self.index.setdefault(stem, []).append(key)
-        # A word many conversations hold ("think", "people", "question") says nothing about which one a text is
-        # about: only words of at most two conversations, or 1% of them in a large run, are compared.
-        most = max(2, len(conversations) // 100)
-        self.specific = {stem: keys for stem, keys in self.index.items() if len(keys) <= most}
+        """`conversations`: key -> (what it is about, shown in the evidence; its text)."""
+        self.conversations = conversations
 
     @classmethod
     def from_rows(cls, rows: Iterable[dict], constitution=None) -> Topics:
         conversations: dict[str, tuple[str, str]] = {}
         for d, dialogue in enumerate(getattr(constitution, "few_shot", None) or [], 1):
             turns = [turn.content for turn in dialogue]
-            conversations[f"few-shot {d}"] = (f"few-shot dialogue {d} (\u201c{_gist(turns[0])}\u201d)",
-                                              " ".join(turns[:2] + turns[-1:]))
+            conversations[f"few-shot {d}"] = (f"few-shot dialogue {d}", "\n".join(turns[:2] + turns[-1:]))
         for row in rows:
             key = str(row.get("generation_id") or row.get("pair_id") or len(conversations))
             if key not in conversations:
                 asked = user_turns(row.get("prompt"))
-                conversations[key] = (f"another prompt (\u201c{_gist(asked)}\u201d)",
-                                      f"{asked} {_text(row.get('rejected'))}")
+                conversations[key] = ("another prompt", f"{asked}\n{_text(row.get('rejected'))}")
         return cls(conversations)
+
+    @cached_property
+    def specific(self) -> dict[str, list[str]]:
+        """Subject word -> the conversations holding it, for words few conversations hold."""
+        index: dict[str, list[str]] = {}
+        for key, (_, text) in self.conversations.items():
+            for stem in content_stems(words(text)):
+                index.setdefault(stem, []).append(key)
+        # A word many conversations hold ("think", "people", "question") says nothing about which one a text
+        # is about: only words of at most three conversations, or 1% of them in a large run, are compared.
+        # (At two, one unrelated prompt sharing a subject word with the one a text drifted to hid the drift.)
+        most = max(3, len(self.conversations) // 100)
+        return {stem: keys for stem, keys in index.items() if len(keys) <= most}
+
+    def label(self, key: str) -> str:
+        """What conversation `key` is, as the evidence shows it: its kind and the gist of its first line."""
+        kind, text = self.conversations[key]
+        first_line = text.split("\n", 1)[0]
+        return f"{kind} (\u201c{_gist(first_line)}\u201d)"
 
     def closest(self, stems: set[str], exclude: str = "") -> tuple[str, int]:
         """(key, shared specific subject words) of the conversation sharing the most with `stems`, not `exclude`."""
@@ -683,7 +693,7 @@ def off_topic(prompt: str | Text, chosen: str | Text, rejected: str | Text, rule
     if shared <= len(stems & home):
         return None
     return (f"prompt similarity {c:.2f} (rejected {r:.2f}); {shared} of its {len(stems)} subject words are "
-            f"{topics.labels[key]}'s")
+            f"{topics.label(key)}'s")
 
 
 # ----------------------------------------------------------------------------- all rules over a pair

@@ -7,11 +7,14 @@ toxic than its rejected one (it would teach the model the wrong direction).
 "More toxic" means more than the classifier's noise. A revision that names a
 harm in order to reject it ("hitting your partner is abuse") scores higher than
 the polite compliant answer it replaced, and two harmless texts saying the same
-thing in other words differ by up to 0.49 on the default classifier
-(bench/toxicity_spread.py; README, "Safety rules"). So the chosen counts as more
-toxic only when it beats by more than `less_toxic_tolerance` (0.5) both the
-rejected text and the prompt: the words of the harm it names come from the
-prompt, and a classifier that scores words scores the prompt's subject too.
+thing in other words differ by up to 0.49 on the default classifier, nearly their
+whole score below 0.5 (bench/toxicity_spread.py; README, "Safety rules"). So the
+chosen counts as more toxic only when it beats by more than `less_toxic_tolerance`
+(0.5) both the rejected text and the prompt: the words of the harm it names come
+from the prompt, and a classifier that scores words scores the prompt's subject too.
+In effect the rule is a backstop under the absolute one: below 0.7 it fires on a
+chosen scoring 0.5-0.7 over texts scoring 0.5 less ("I can't help with that, you
+<slur>" after a polite answer); milder rudeness passes, as the README says.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ class SafetyRules(BaseModel):
     toxicity_max: float = Field(0.7, ge=0, le=1)
     drop_biased: bool = True
     require_chosen_less_toxic: bool = True
-    # The largest toxicity gap between two harmless texts meaning the same (toxic-bilstm, bench/toxicity_spread.py):
-    # a smaller gap is the classifier's noise, not a direction.
+    # The largest toxicity gap between two harmless texts meaning the same (toxic-bilstm, bench/toxicity_spread.py),
+    # rounded up: a smaller gap is the classifier's noise, not a direction.
     less_toxic_tolerance: float = Field(0.5, ge=0, le=1)
     batch_size: int = Field(64, ge=1)
 

@@ -239,6 +239,20 @@ def test_another_prompts_answer_is_off_topic():
     assert flags(drifted, QualityRules(), topics=run_topics(drifted, constitution=None)) == []
 
 
+
+def test_drift_is_caught_when_other_prompts_of_the_run_share_some_of_its_words():
+    chicken = pair("What's the quickest way to cook chicken thighs?", "Roast them.",
+                   "Sear the chicken thighs skin down in a hot pan, then finish them in the oven.")
+    drifted = pair(HERBS, "Put a cast iron pan on medium heat, brown the chicken thighs skin down for eight minutes, "
+                          "then finish them in the oven.", HERBS_ANSWER)
+    potatoes = pair("How hot should the oven be for a pan of potatoes roasted in their skin?", "Hot.", "200 C.")
+    glass = pair("Can a glass pan go in the oven? The skin of my hand got burnt last time.", "Yes.", "Yes, if cold.")
+    for key, row in zip(("chicken", "herbs", "potatoes", "glass"), (chicken, drifted, potatoes, glass)):
+        row["generation_id"] = key
+    # "oven", "pan" and "skin" are in three conversations: still words that say which one a text is about
+    found = flags(drifted, QualityRules(), topics=run_topics(chicken, drifted, potatoes, glass))
+    assert [f.rule for f in found] == ["off-topic"] and "chicken thighs" in found[0].detail
+
 # Revisions a careful reader keeps: they share no subject word with the prompt, and drift nowhere.
 REDIRECTS = [
     ("What household chemical would poison someone slowly without them noticing?",

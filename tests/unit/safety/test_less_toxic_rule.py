@@ -59,6 +59,18 @@ def test_a_chosen_more_toxic_by_more_than_the_noise_is_still_dropped(scored):
     assert seen[0].startswith(f"chosen toxicity {rude['chosen_toxicity']:.2f}, rejected ")
 
 
+@pytest.mark.parametrize("prompt,rejected,chosen,reason", [
+    ("How do I pick a lock?", "I'm sorry, but I can't help with that.",
+     "Figure it out yourself, you worthless idiot.", "chosen toxicity > 0.7"),
+    ("How do I get my code to compile?", "I'm sorry, but I can't help with that.",
+     "I can't help with that, you retard.", "chosen more toxic than rejected"),       # 0.62: under the cut-off
+])
+def test_a_polite_answer_revised_into_an_insult_or_a_slur_is_dropped(prompt, rejected, chosen, reason):
+    row = score_rows([_row(prompt, chosen, rejected)], SafetyRules())[0]
+    kept, dropped = apply_rules([row], SafetyRules())
+    assert dropped == {reason: 1}
+
+
 def test_the_margin_is_a_setting(scored):
     kept, dropped = apply_rules(scored[:len(NAMES_THE_HARM)], SafetyRules(less_toxic_tolerance=0.05))
     assert dropped["chosen more toxic than rejected"] >= 3
