@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from cai.safety.filter import SafetyRules, apply_rules, score_rows
+from cai.safety.filter import SafetyRules, apply_rules, drop_reason, score_rows
 
 
 def _row(prompt: str, chosen: str, rejected: str) -> dict:
@@ -69,6 +69,17 @@ def test_a_polite_answer_revised_into_an_insult_or_a_slur_is_dropped(prompt, rej
     row = score_rows([_row(prompt, chosen, rejected)], SafetyRules())[0]
     kept, dropped = apply_rules([row], SafetyRules())
     assert dropped == {reason: 1}
+
+
+@pytest.mark.parametrize("chosen,rejected,prompt,reason", [
+    (0.65, 0.02, 0.05, "chosen more toxic than rejected"),   # clearly more toxic, under the 0.7 cut-off
+    (0.58, 0.09, 0.02, None),     # the measured paraphrase pair "Strangling someone can kill..." / "Choking...": noise
+    (0.60, 0.02, 0.30, None),     # the harm's words came from the prompt
+    (0.71, 0.69, 0.70, "chosen toxicity > 0.7"),
+])
+def test_the_margin_is_the_measured_spread(chosen, rejected, prompt, reason):
+    row = {"chosen_toxicity": chosen, "rejected_toxicity": rejected, "prompt_toxicity": prompt}
+    assert drop_reason(row, SafetyRules()) == reason
 
 
 def test_the_margin_is_a_setting(scored):
