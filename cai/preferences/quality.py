@@ -32,6 +32,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -641,15 +642,18 @@ class Topics:
     @cached_property
     def specific(self) -> dict[str, list[str]]:
         """Subject word -> the conversations holding it, for words few conversations hold."""
-        index: dict[str, list[str]] = {}
-        for key, (_, text) in self.conversations.items():
-            for stem in content_stems(words(text)):
-                index.setdefault(stem, []).append(key)
+        stems = {key: content_stems(words(text)) for key, (_, text) in self.conversations.items()}
         # A word many conversations hold ("think", "people", "question") says nothing about which one a text
         # is about: only words of at most three conversations, or 1% of them in a large run, are compared.
         # (At two, one unrelated prompt sharing a subject word with the one a text drifted to hid the drift.)
         most = max(3, len(self.conversations) // 100)
-        return {stem: keys for stem, keys in index.items() if len(keys) <= most}
+        counts = Counter(chain.from_iterable(stems.values()))
+        rare = {stem for stem, n in counts.items() if n <= most}
+        index: dict[str, list[str]] = {}
+        for key, held in stems.items():
+            for stem in held & rare:
+                index.setdefault(stem, []).append(key)
+        return index
 
     def label(self, key: str) -> str:
         """What conversation `key` is, as the evidence shows it: its kind and the gist of its first line."""
