@@ -149,6 +149,7 @@ def main() -> None:
     for name, found in results.items():
         dropped = sum(why is not None for _, why in found)
         summary["sets"][name] = {"pairs": len(found), "dropped": dropped,
+                                 "dropped_by": dict(Counter(why for _, why in found if why).most_common()),
                                  "fired": {rule: sum(rule in f for f, _ in found) for rule in names}}
     keep_pairs = sum(summary["sets"][k]["pairs"] for k in ("keep-set, calibration", "keep-set, held-out"))
     keep_dropped = sum(summary["sets"][k]["dropped"] for k in ("keep-set, calibration", "keep-set, held-out"))
@@ -187,6 +188,9 @@ def print_tables(summary: dict, names: list[str], classes: dict[str, list]) -> N
         print(f"| {rule} | " + " | ".join(_rate(v["fired"][rule], v["pairs"]) for v in sets.values()) + " |")
     print("| **dropped (first reason, as `cai data pairs`)** | "
           + " | ".join(f"**{_rate(v['dropped'], v['pairs'])}**" for v in sets.values()) + " |")
+    for name, v in sets.items():
+        print(f"\n{name}, dropped by (first reason): "
+              + (", ".join(f"{r} {n}" for r, n in v["dropped_by"].items()) or "nothing"))
     print("\n| failure class | pairs | dropped | dropped because |")
     print("| --- | --- | --- | --- |")
     for name, items in sorted(classes.items()):
