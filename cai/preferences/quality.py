@@ -570,7 +570,8 @@ STOPWORDS = frozenset(w.replace("'", "") for w in _STOPWORDS.split())
 _SUFFIXES = ("ing", "ed", "es", "s", "ly")
 
 
-_STEMS: dict[str, str] = {}         # word -> stem ("" for words too short to carry a subject)
+# word -> stem ("" for stop words and words too short to carry a subject): one lookup in C per word
+_STEMS: dict[str, str] = dict.fromkeys(STOPWORDS, "")
 
 
 def _stem(word: str) -> str:
@@ -586,11 +587,12 @@ def content_stems(text: str | Text | list[str]) -> set[str]:
     """Stems of the words that carry a subject (no stop words, no short words)."""
     if not isinstance(text, list):
         return _as_text(text).stems
-    unique = set(text) - STOPWORDS
+    unique = set(text)
     new = unique.difference(_STEMS)            # stems are looked up in C; only unseen words are stemmed
     if len(_STEMS) + len(new) > 500_000:
         _STEMS.clear()
-        new = unique
+        _STEMS.update(dict.fromkeys(STOPWORDS, ""))
+        new = unique.difference(_STEMS)
     for word in new:
         _STEMS[word] = _stem(word)
     stems = set(map(_STEMS.__getitem__, unique))
