@@ -6,7 +6,9 @@ The pairs are made from hand-written parts: answers on their prompt's subject,
 copies of hhh.yaml's few-shot turns, critique echoes, loops, meta-comments and
 off-topic revisions, 5 to 250 words long. The rules are timed twice: as `cai data
 pairs` runs them (in order, stopping at the first rule a pair breaks: its drop
-reason) and as `cai data audit` runs them (every rule on every pair). The
+reason) and as `cai data audit` runs them (every rule on every pair), each with the
+run's topics (what the off-topic rule compares a chosen with: the few-shot dialogues
+and every prompt with its first answer) built over the chunk's pairs first. The
 toxicity time is what `cai data pairs` runs per pair: the default scorer
 (toxic-bilstm) on prompt, chosen and rejected, batch 64, model already loaded.
 Rules and scorer alternate in chunks of 500 pairs, and the fastest of the
@@ -28,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from cai.constitution import load_constitution
 from cai.generation.templates import Templates
-from cai.preferences.quality import CopySources, QualityRules, flags
+from cai.preferences.quality import CopySources, QualityRules, Topics, flags
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,12 +88,14 @@ def make_pairs(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def time_rules(rows: list[dict], sources: CopySources, rules: QualityRules, every_rule: bool) -> tuple[float, dict]:
+def time_rules(rows: list[dict], sources: CopySources, rules: QualityRules, every_rule: bool,
+               constitution) -> tuple[float, dict]:
     """Seconds for the rules over `rows`: the first rule a pair breaks (`cai data pairs`) or every rule (audit)."""
     counts: dict[str, int] = {}
     start = time.perf_counter()
+    topics = Topics.from_rows(rows, constitution)
     for row in rows:
-        for rule in {f.rule for f in flags(row, rules, sources, first_only=not every_rule)}:
+        for rule in {f.rule for f in flags(row, rules, sources, topics=topics, first_only=not every_rule)}:
             counts[rule] = counts.get(rule, 0) + 1
     return time.perf_counter() - start, counts
 
@@ -126,9 +130,9 @@ def main() -> None:
         counts = {}
         for start in range(0, len(rows), 500):
             chunk = rows[start:start + 500]
-            first += time_rules(chunk, sources, rules, every_rule=False)[0]
+            first += time_rules(chunk, sources, rules, every_rule=False, constitution=constitution)[0]
             tox += time_toxicity(chunk, scorer)
-            seconds, found = time_rules(chunk, sources, rules, every_rule=True)
+            seconds, found = time_rules(chunk, sources, rules, every_rule=True, constitution=constitution)
             every += seconds
             for rule, n in found.items():
                 counts[rule] = counts.get(rule, 0) + n

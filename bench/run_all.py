@@ -65,6 +65,11 @@ BENCHES = [
     Bench("score", "score_throughput.py", [], ["--n", "200"], "toxicity scorer throughput (toxic-bilstm)"),
     Bench("quality-rules", "quality_rules.py", [], ["--pairs", "1000", "--repeats", "1"],
           "pair quality rules vs the toxicity scorer on the same 10,000 pairs (target: rules under 10%)"),
+    Bench("filter-precision", "filter_precision.py", [], ["--hh-limit", "300"],
+          "quality rules and safety filters: how often each fires on the hand-written keep-set, HH-RLHF and failures "
+          "(targets: keep-set dropped <= 3%, every failure dropped)"),
+    Bench("toxicity-spread", "toxicity_spread.py", [], [],
+          "the toxicity classifier's spread on paraphrases and harm-naming text: the safety rule's margin"),
     Bench("train-dpo", "train_dpo.py", [], ["--repeats", "1", "--steps", "4", "--memory-steps", "1",
                                                "--memory-repeats", "1", "--memory-models", "135m"],
           "cai train dpo vs TRL's DPO script; LoRA DPO memory with vs without a reference copy", timeout=7200),

@@ -46,7 +46,7 @@ def build_pairs(cfg: PairsConfig) -> None:
         tables.note(result.note)
     if result.judge is not None:
         console.print(result.judge.line())
-    console.print(tables.splits_line(result.splits, result.out) + " (dropped pairs with the reason: dropped.jsonl)")
+    console.print(tables.splits_line(result.splits, result.out, "dropped pairs with the reason: dropped.jsonl"))
     console.print(tables.drops(f"{result.records} records -> {result.candidates} pairs -> {result.kept} kept",
                                result.dropped))
 

@@ -51,8 +51,14 @@ def drops(title: str, dropped: dict):
     return simple(title, ("dropped because", "pairs"), rows, right=("pairs",))
 
 
-def splits_line(counts: dict, out: str) -> str:
-    return "splits: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"\ndataset written to {out}"
+def splits_line(counts: dict, out: str, dropped: str = "") -> str:
+    """The split sizes and where they went (`dropped`: where the dropped rows are), and why an empty split is not
+    what `datasets.load_dataset` shows."""
+    from cai.preferences.export import empty_splits_note
+
+    note = empty_splits_note(counts)
+    return ("splits: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f"\ndataset written to {out}"
+            + (f" ({dropped})" if dropped else "") + (f"\nnote: {note.replace('DIR', str(out))}" if note else ""))
 
 
 def dataset_stats(path: str, front: dict) -> list:
@@ -173,7 +179,7 @@ def imported(result) -> list:
     written, out = result.written, result.out
     lines: list = []
     if result.output == "pairs":
-        lines.append(splits_line(written.counts, out) + " (dropped rows with the reason: dropped.jsonl)")
+        lines.append(splits_line(written.counts, out, "dropped rows with the reason: dropped.jsonl"))
     elif result.output == "prompts":
         lines.append(f"{written.counts['prompts']} prompts written to {out}/prompts.jsonl; generate with "
                      f"`cai generate -c constitution/hhh.yaml --prompts {out}/prompts.jsonl`")

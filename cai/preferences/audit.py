@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cai.errors import CaiError
 from cai.preferences.config import AuditConfig
-from cai.preferences.quality import RULES, CopySources, Flag, flags, words
+from cai.preferences.quality import RULES, CopySources, Flag, Topics, flags, words
 from cai.safety.refusal import is_refusal
 
 
@@ -106,6 +106,7 @@ def run_audit(cfg: AuditConfig) -> Audit:
     sources = (CopySources.from_constitution(constitution, templates, rules.few_shot_copy.min_words)
                if constitution is not None else None)
     kept, dropped = _rows(run, dataset, notes)
+    topics = Topics.from_rows(kept + dropped, constitution)
 
     flagged: Counter = Counter()
     flagged_kept: Counter = Counter()
@@ -113,7 +114,7 @@ def run_audit(cfg: AuditConfig) -> Audit:
     for is_dropped, rows in ((False, kept), (True, dropped)):
         for row in rows:
             first: dict[str, Flag] = {}
-            for flag in flags(row, rules, sources):
+            for flag in flags(row, rules, sources, topics=topics):
                 first.setdefault(flag.rule, flag)         # a rule that reads both texts: chosen first
             for flag in first.values():
                 flagged[flag.rule] += 1

@@ -55,7 +55,8 @@ class PairsConfig(RaySettings, SafetySettings, JudgeSettings):
     seed: int = setting(0, "Seed of the split (and of the judge's principle draw).")
     keep_truncated: bool = setting(False, "Keep pairs whose texts hit the token budget.")
     skip_rule: list[str] = setting(help="Turn a quality rule off: few-shot-copy, critique-echo, repetition-loop, "
-                                        "meta-comment or off-topic (repeatable).", factory=list)
+                                        "meta-comment, off-topic, repeated-item, rejected-kept or "
+                                        "refusal-not-improved (repeatable).", factory=list)
     verify: str = setting("none", "judge: drop pairs the AI-feedback judge does not prefer under their own "
                                   "principles (`judge disagrees`).")
     verify_margin: float = setting(0.1, "--verify judge: keep pairs with P(chosen better) >= 0.5 + this.")

@@ -4,6 +4,14 @@ Splits are made by prompt, never by row, so no prompt of the test split is
 seen in training. Alongside `save_to_disk` the same rows are written as
 parquet and JSONL, with a dataset card that says what the data is and what
 was dropped on the way.
+
+`datasets.load_dataset(DIR)` reads the parquet files the card's `configs:` names,
+and caches them by those names: a file rewritten under the same name comes back
+stale from the cache. So each parquet file is named by a fingerprint of its
+content (`data/train_prefs-<sha256[:12]>.parquet`): a new export can never hit an
+old cache entry. A split with no rows gets no parquet file and is left out of
+`configs:`, since datasets cannot load a 0-row split; `hf/` (load_from_disk)
+and the JSONL files hold all four splits whatever their size.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from cai.text import normalize
 SPLITS = ("train_prefs", "test_prefs", "train_sft", "test_sft")
 VALIDATION_SPLITS = ("validation_prefs", "validation_sft")      # written when a validation share is asked for
 DROPPED = "dropped.jsonl"
+DATA_DIR = "data"               # the parquet files the card's `configs:` names
 SFT_COLUMNS = ("generation_id", "messages", "category", "principle_ids", "model")
 TEST_PROMPT_IN_TRAIN = "prompt also in the test split"
 
@@ -165,8 +174,10 @@ def write_dataset(rows: list[dict], out_dir: str | Path, *, test_share: float = 
                       for name, data in splits.items()})
     # One shard per split: an empty split saved with the default sharding cannot be loaded back.
     dd.save_to_disk(str(tmp / "hf"), num_shards={name: 1 for name in dd})
+    files = {}
     for name, ds in dd.items():
-        ds.to_parquet(str(tmp / f"{name}.parquet"))
+        if len(ds):
+            files[name] = _write_parquet(ds, tmp, name)
         with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as fh:
             for row in splits[name]:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -175,15 +186,49 @@ def write_dataset(rows: list[dict], out_dir: str | Path, *, test_share: float = 
             for row in dropped_rows:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     counts = {name: len(data) for name, data in splits.items()}
-    (tmp / "README.md").write_text(dataset_card(rows, counts, meta), encoding="utf-8")
+    (tmp / "README.md").write_text(dataset_card(rows, counts, meta, files), encoding="utf-8")
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     return counts
 
 
-def dataset_card(rows: list[dict], counts: dict, meta: dict) -> str:
-    """A README with YAML front matter: counts, drops, principles, scores, provenance."""
+def _write_parquet(ds, folder: Path, split: str) -> str:
+    """Write `ds` to DATA_DIR/<split>-<fingerprint>.parquet in `folder`; the path relative to `folder`."""
+    path = folder / DATA_DIR / f"{split}.parquet"
+    path.parent.mkdir(exist_ok=True)
+    ds.to_parquet(str(path))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return path.rename(path.with_name(f"{split}-{digest}.parquet")).relative_to(folder).as_posix()
+
+
+def empty_splits_note(counts: dict) -> str | None:
+    """One line on why `load_dataset` will not show the empty splits, or None when none is empty."""
+    empty = [name for name in SPLITS if not counts.get(name)]
+    if not empty:
+        return None
+    if len(empty) == len(SPLITS):
+        return ("no rows in any split: datasets.load_dataset cannot load a 0-row split, so it will find no data "
+                "files here; load_from_disk(DIR/hf) gives the four splits, empty")
+    return (f"empty: {', '.join(empty)} (datasets.load_dataset cannot load a 0-row split, so the card's configs: "
+            "lists only the others; load_from_disk(DIR/hf) has all four)")
+
+
+def data_files(front: dict) -> dict[str, str]:
+    """{split: parquet path relative to the dataset dir} from a card's front matter (its `configs:`)."""
+    files: dict[str, str] = {}
+    for config in front.get("configs") or []:
+        for entry in (config or {}).get("data_files") or []:
+            if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+                files[entry.get("split", "train")] = entry["path"]
+    return files
+
+
+def dataset_card(rows: list[dict], counts: dict, meta: dict, files: dict[str, str] | None = None) -> str:
+    """A README with YAML front matter: counts, drops, principles, scores, provenance.
+
+    `files` ({split: parquet path}) becomes `configs:`, what `datasets.load_dataset(DIR)` reads.
+    """
     import io
 
     from ruamel.yaml import YAML
@@ -194,7 +239,7 @@ def dataset_card(rows: list[dict], counts: dict, meta: dict) -> str:
         or f"cai preference data ({meta.get('constitution', {}).get('name', 'constitution')})",
         "tags": ["constitutional-ai", "preference", "dpo", "cai"],
         "configs": [{"config_name": "default",
-                     "data_files": [{"split": s, "path": f"{s}.parquet"} for s in counts]}],
+                     "data_files": [{"split": s, "path": p} for s, p in (files or {}).items()]}],
         "counts": counts,
         "dropped": dict(meta.get("dropped", {})),
         "principle_usage": dict(principles.most_common()),
@@ -231,12 +276,14 @@ def dataset_card(rows: list[dict], counts: dict, meta: dict) -> str:
                    + "\n\n")
     what = meta.get("description") or ("Preference pairs made by critique -> revise under a constitution: "
                                         "`chosen` is the revised\nresponse, `rejected` the one it replaced.")
+    empty = empty_splits_note(counts)
     return (
         f"---\n{buf.getvalue()}---\n\n# {front['pretty_name']}\n\n"
         f"{what} Rows use TRL's explicit-prompt conversational\n"
         "format (`prompt`, `chosen`, `rejected` as message lists); the `*_sft` splits hold `messages`.\n"
         + (meta.get("split_note") or "Splits are made by prompt, so no test prompt appears in training.") + "\n\n"
         "| split | rows |\n| --- | --- |\n" + "\n".join(lines) + "\n\n"
+        + (f"Note: {empty}.\n\n" if empty else "") +
         "## Dropped pairs\n\n| reason | pairs |\n| --- | --- |\n" + "\n".join(drops) + "\n\n" + quality + sources +
         f"## Provenance\n\n- model: `{front['model']}`\n- constitution: `{front['constitution']}`\n"
         f"- strategy: `{front['strategy']}`\n- command: `{front['command']}`\n"

@@ -152,7 +152,7 @@ def build_dataset(cfg: PairsConfig, *, on_scored=None, on_judged=None) -> PairsS
     """Run the whole pairs job; `on_scored(n)` follows the safety scoring, `on_judged(n)` the judge."""
     from cai.generation.snapshot import run_sources
     from cai.preferences.export import TEST_PROMPT_IN_TRAIN, leaked_count, write_dataset
-    from cai.preferences.quality import CopySources
+    from cai.preferences.quality import CopySources, Topics
 
     rules, filter_rules = safety_rules(cfg), pair_rules(cfg)
     store = RunStore(cfg.run)
@@ -188,8 +188,9 @@ def build_dataset(cfg: PairsConfig, *, on_scored=None, on_judged=None) -> PairsS
         add_prompt_similarity(candidates, quality.off_topic.scorer_options)
     copy_sources = (CopySources.from_constitution(sources.constitution, sources.templates,
                                                   quality.few_shot_copy.min_words)
-                    if quality.few_shot_copy.enabled else None)
-    pair_filter = QualityFilter(filter_rules, seed=cfg.seed, sources=copy_sources, on_drop=drop)
+                    if quality.few_shot_copy.enabled or quality.rejected_kept.enabled else None)
+    topics = Topics.from_rows(candidates, sources.constitution) if quality.off_topic.enabled else None
+    pair_filter = QualityFilter(filter_rules, seed=cfg.seed, sources=copy_sources, on_drop=drop, topics=topics)
     rows = list(pair_filter(candidates))
     if cfg.filter and rows:
         score_rows(rows, rules, on_batch=on_scored)
@@ -235,7 +236,8 @@ def filter_dataset(cfg: FilterConfig, *, on_scored=None) -> FilterSummary:
         rows.append(dict(row))
     score_rows(rows, rules, on_batch=on_scored)
     dropped_rows: list[dict] = []
-    kept, dropped = apply_rules(rows, rules, on_drop=lambda row, why: dropped_rows.append({**row, "drop_reason": why}))
+    kept, dropped = apply_rules(rows, rules, on_drop=lambda row, why, detail: dropped_rows.append(
+        {**row, "drop_reason": why, "drop_detail": detail}))
     counts = write_dataset(kept, cfg.out, test_share=cfg.test_share, seed=cfg.seed, dropped_rows=dropped_rows,
                            meta={"dropped": dict(dropped), "strategy": "filtered", "command": "cai data filter"})
     return FilterSummary(pairs=len(rows), kept=len(kept), dropped=dict(dropped), splits=counts, out=cfg.out)

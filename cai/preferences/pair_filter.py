@@ -1,7 +1,8 @@
 """The pair filter: every rule a preference row must pass, in order, with the reason it failed.
 
 Empty texts, leaked preambles, the content rules of `cai.preferences.quality`
-(few-shot copy, critique echo, loops, meta-comments, off-topic), truncation,
+(few-shot copy, critique echo, loops, meta-comments, off-topic, repeated items,
+rejected text kept, refusals not improved), truncation,
 no-op revisions, and exact and near duplicates (MinHash over prompt + chosen).
 The first rule a row breaks is its drop reason, counted so users see what went.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from cai.errors import SettingError
-from cai.preferences.quality import CopySources, QualityRules, first_flag
+from cai.preferences.quality import CopySources, QualityRules, Topics, first_flag
 from cai.preferences.strategies import STRATEGIES, pairs_from_record
 from cai.text import has_preamble, normalize
 
@@ -39,15 +40,17 @@ class QualityFilter:
     """Applies the rules in order; the first rule a row breaks is its drop reason.
 
     `sources` (the run's few-shot turns and principle texts) turns on the
-    few-shot-copy rule; `on_drop(row, reason, detail)` sees every dropped row.
+    few-shot-copy and rejected-kept rules, `topics` (the run's other conversations)
+    the off-topic rule; `on_drop(row, reason, detail)` sees every dropped row.
     """
 
     def __init__(self, rules: PairRules = PairRules(), seed: int = 0, sources: CopySources | None = None,
-                 on_drop: Callable[[dict, str, str], None] | None = None):
+                 on_drop: Callable[[dict, str, str], None] | None = None, topics: Topics | None = None):
         from datasketch import MinHashLSH
 
         self.rules = rules
         self.sources = sources
+        self.topics = topics
         self.on_drop = on_drop
         self.dropped: Counter = Counter()
         self._exact: set[str] = set()
@@ -71,7 +74,7 @@ class QualityFilter:
         if has_preamble(chosen):
             return "leaked preamble", ""
         # The content rules come before truncation: a loop cut by the token budget is a loop.
-        flag = first_flag(row, self.rules.quality, self.sources)
+        flag = first_flag(row, self.rules.quality, self.sources, self.topics)
         if flag:
             return flag.rule, f"{flag.field}: {flag.detail}"
         if self.rules.drop_truncated and (row["chosen_truncated"] or row["rejected_truncated"]):
@@ -109,6 +112,7 @@ def build_pairs(records: Iterable[dict], strategy: str, rules: PairRules = PairR
     """All kept pairs of `records` and the count of drops per reason."""
     if strategy not in STRATEGIES[:2]:
         raise SettingError("strategy", f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES[:2])}")
-    quality = QualityFilter(rules, sources=sources)
-    kept = list(quality(row for record in records for row in pairs_from_record(record, strategy)))
+    rows = [row for record in records for row in pairs_from_record(record, strategy)]
+    quality = QualityFilter(rules, sources=sources, topics=Topics.from_rows(rows))
+    kept = list(quality(rows))
     return kept, quality.dropped

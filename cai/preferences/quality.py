@@ -5,9 +5,18 @@ recognisable ways; a pair built from such a revision teaches the wrong thing:
 
 - few-shot copy: the response repeats a few-shot turn or a principle's text;
 - critique echo: the "revision" is mostly the critique;
-- repetition loop: the response loops on one phrase;
+- repetition loop: the response loops on one phrase, over the text or sentence after sentence;
 - meta-comment: the response talks about "the answer" instead of answering;
-- off-topic: the chosen text leaves the prompt's subject while the rejected one keeps it.
+- off-topic: the chosen drifted to another conversation's subject (a few-shot dialogue's,
+  another prompt's) while the rejected kept to the prompt;
+- repeated item: the chosen's list names the same item twice ("length, length and length");
+- rejected kept: the chosen is the rejected text whole with a principle's phrase glued on;
+- refusal not improved: the rejected already refused and the chosen only refuses again.
+
+The last three ask that a kept pair be better, not just different. What the rules
+keep on purpose is as important: a chosen that declines, redirects or answers the
+safe part of a request is on-topic whatever words it uses (it drifted nowhere), and
+a text that names a harm in order to reject it is not a loop or a copy.
 
 Each rule is a pure function over texts, cheap enough to run on every pair
 (bench/quality_rules.py), with its thresholds in one typed record
@@ -20,7 +29,10 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import chain
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -34,7 +46,11 @@ CRITIQUE_ECHO = "critique echo"
 REPETITION_LOOP = "repetition loop"
 META_COMMENT = "meta-comment"
 OFF_TOPIC = "off-topic"
-RULES = (FEW_SHOT_COPY, CRITIQUE_ECHO, REPETITION_LOOP, META_COMMENT, OFF_TOPIC)
+REPEATED_ITEM = "repeated item"
+REJECTED_KEPT = "rejected kept"
+REFUSAL_NOT_IMPROVED = "refusal not improved"
+RULES = (FEW_SHOT_COPY, CRITIQUE_ECHO, REPETITION_LOOP, META_COMMENT, OFF_TOPIC, REPEATED_ITEM, REJECTED_KEPT,
+         REFUSAL_NOT_IMPROVED)
 
 
 # ----------------------------------------------------------------------------- thresholds
@@ -58,6 +74,10 @@ class CritiqueEchoRule(_Rule):
 class RepetitionLoopRule(_Rule):
     max_repeated_share: float = Field(0.3, gt=0, le=1)   # share of word 3-grams that repeat an earlier one
     min_compression: float = Field(0.2, ge=0, lt=1)      # zlib size / size, for 300+ characters of mostly non-words
+    # The same opening of this many words beginning `phrase_repeats` sentences in a row is a loop however short the
+    # text: "I can't help you with X. I can't help you with Y. I can't help you with Z."
+    phrase_words: int = Field(4, ge=2)
+    phrase_repeats: int = Field(3, ge=2)
 
 
 class MetaCommentRule(_Rule):
@@ -68,12 +88,29 @@ class OffTopicRule(_Rule):
     scorer: Literal["lexical", "embedding"] = "lexical"
     scorer_options: dict = Field(default_factory=dict)   # embedding: {model: PATH}
     max_similarity: float = Field(0.1, ge=0, le=1)       # chosen at most this close to the prompt ...
-    min_gap: float = Field(0.25, ge=0, le=1)             # ... and this much further from it than rejected
-    refusal_words: int = Field(25, ge=0)                 # a refusal this short has no subject of its own
+    min_gap: float = Field(0.25, ge=0, le=1)             # ... and this much further from it than rejected ...
+    # ... and its subject is another conversation's: it shares this many subject words (words few conversations
+    # hold) with a few-shot dialogue or another prompt of the run and its first answer, that many being at least
+    # `min_share` of its subject words and more than it shares with its own prompt, rejected text and critique.
+    min_shared: int = Field(4, ge=1)
+    min_share: float = Field(0.3, gt=0, le=1)
+
+
+class RepeatedItemRule(_Rule):
+    min_items: int = Field(3, ge=2)                      # a list this long naming one item twice
+
+
+class RejectedKeptRule(_Rule):
+    max_added_words: int = Field(12, ge=1)               # the rejected text whole plus at most this many words ...
+    min_source_words: int = Field(4, ge=2)               # ... holding a run this long of a principle or template
+
+
+class RefusalNotImprovedRule(_Rule):
+    min_new_words: int = Field(3, ge=1)                  # subject words a refusal must add to a refusal
 
 
 class QualityRules(BaseModel):
-    """Thresholds of the five rules; the `quality:` section of the rules YAML."""
+    """Thresholds of the rules; the `quality:` section of the rules YAML."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -82,6 +119,9 @@ class QualityRules(BaseModel):
     repetition_loop: RepetitionLoopRule = RepetitionLoopRule()
     meta_comment: MetaCommentRule = MetaCommentRule()
     off_topic: OffTopicRule = OffTopicRule()
+    repeated_item: RepeatedItemRule = RepeatedItemRule()
+    rejected_kept: RejectedKeptRule = RejectedKeptRule()
+    refusal_not_improved: RefusalNotImprovedRule = RefusalNotImprovedRule()
 
     def rule(self, name: str) -> _Rule:
         return getattr(self, _field(name))
@@ -209,7 +249,9 @@ class CopySources:
     """
 
     def __init__(self, texts: dict[str, str], min_words: int = FewShotCopyRule().min_words):
+        self.texts = texts
         self.min_words = min_words
+        self._shorter: dict[int, CopySources] = {}
         self.grams: dict[tuple[str, ...], list[str]] = {}
         for label, text in texts.items():
             for gram in ngrams(words(text), min_words):
@@ -237,6 +279,14 @@ class CopySources:
         if templates is not None:
             texts["system prompt"] = templates.render("system", constitution=constitution)
         return cls(texts, min_words)
+
+    def runs_of(self, min_words: int) -> CopySources:
+        """The same texts searched for shared runs of `min_words` words (built once per length)."""
+        if min_words == self.min_words:
+            return self
+        if min_words not in self._shorter:
+            self._shorter[min_words] = CopySources(self.texts, min_words)
+        return self._shorter[min_words]
 
     def longest_copy(self, text: str | Text, prompt: str | Text = "") -> tuple[str, str] | None:
         """(copied words, source) of the longest run shared with a source, ignoring words the prompt holds."""
@@ -328,12 +378,132 @@ def loop_evidence(text: str | Text, rule: RepetitionLoopRule) -> str | None:
             return f"{share:.0%} of its 3-word phrases repeat"
     # Where there are words, a loop repeats their 3-grams; zlib is for text that is mostly not words
     # ("!!!!", "=====", scripts written without spaces), where the 3-grams see nothing.
-    if len(tokens) >= len(text.raw) / 12:
+    if len(tokens) < len(text.raw) / 12:
+        ratio = compression_ratio(text.raw)
+        if ratio is not None and ratio < rule.min_compression:
+            return f"compresses to {ratio:.0%} of its size"
+    return phrase_loop(text, rule)
+
+
+_SENTENCE_BREAK = re.compile(r"[.!?]+[\"')\]]*(?:\s+|$)|\n+")
+
+
+def sentences(text: str) -> list[str]:
+    return [part for part in _SENTENCE_BREAK.split(text) if part.strip()]
+
+
+def phrase_loop(text: str | Text, rule: RepetitionLoopRule) -> str | None:
+    """The opening of `phrase_words` words that begins `phrase_repeats` sentences in a row, or None.
+
+    "I can't help you with X. I can't help you with Y. I can't help you with Z." is a loop
+    however short the text; sentences that share three words ("You can ask a locksmith.
+    You can ask your landlord.") are parallel, not looping.
+    """
+    raw = _as_text(text).raw
+    n, k = rule.phrase_words, rule.phrase_repeats
+    if raw.count(". ") + raw.count("\n") + raw.count("! ") + raw.count("? ") < k - 1:
         return None
-    ratio = compression_ratio(text.raw)
-    if ratio is not None and ratio < rule.min_compression:
-        return f"compresses to {ratio:.0%} of its size"
+    # Sentences split with str methods (C speed); their first words compared as written, lower-cased.
+    parts = raw.lower().replace("\n", ". ").replace("! ", ". ").replace("? ", ". ").split(". ")
+    if len(parts) < k:
+        return None
+    openings = [tuple(part.split(None, n)[:n]) for part in parts]
+    for i in range(len(openings) - k + 1):
+        if len(openings[i]) == n and openings[i:i + k].count(openings[i]) == k:
+            return f"\u201c{' '.join(words(' '.join(openings[i])))}\u201d opens {k} sentences in a row"
     return None
+
+
+# ----------------------------------------------------------------------------- repeated item
+
+_LIST_LINE = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+(.+)$", re.MULTILINE)
+_COMMA = re.compile(r"[,;]\s+(?:and\s+|or\s+)?")
+_LAST_ITEM = re.compile(r"\s+(?:and|or)\s+")
+
+
+def list_items(text: str) -> list[list[str]]:
+    """The lists of a text: its bulleted or numbered lines, and what follows a colon written as "A, B and C"."""
+    lists = [_LIST_LINE.findall(text)]
+    for sentence in sentences(text):
+        if ":" not in sentence:
+            continue
+        *items, last = _COMMA.split(sentence.split(":", 1)[1])
+        lists.append(items + _LAST_ITEM.split(last, maxsplit=1))
+    return lists
+
+
+def repeated_item(text: str | Text, rule: RepeatedItemRule) -> str | None:
+    """The item a list of `min_items` or more names twice ("a password needs: length, length and length"), or None.
+
+    Items compare by their subject words, so "the mileage" and "The mileage." are one
+    item, and items with no subject word ("again and again") are not compared.
+    """
+    raw = _as_text(text).raw
+    if ":" not in raw and "\n" not in raw:
+        return None
+    for items in list_items(raw):
+        keys = [(frozenset(content_stems(words(item))), item.strip(" .!?")) for item in items]
+        keys = [(key, item) for key, item in keys if key]
+        if len(keys) < rule.min_items:
+            continue
+        counts = Counter(key for key, _ in keys)
+        key, times = counts.most_common(1)[0]
+        if times >= 2:
+            item = next(item for k, item in keys if k == key)
+            return f"\u201c{item}\u201d {times} times in a list of {len(keys)}"
+    return None
+
+
+# ----------------------------------------------------------------------------- rejected kept
+
+def rejected_kept(chosen: str | Text, rejected: str | Text, rule: RejectedKeptRule,
+                  sources: CopySources | None, prompt: str | Text = "") -> str | None:
+    """Evidence that the chosen is the rejected text whole with a principle's phrase glued on, or None."""
+    if sources is None:
+        return None
+    c, r = _as_text(chosen).words, _as_text(rejected).words
+    if len(r) < 3 or not 0 < len(c) - len(r) <= rule.max_added_words:
+        return None
+    joined, inner = f" {' '.join(c)} ", f" {' '.join(r)} "
+    at = joined.find(inner)
+    if at < 0:
+        return None
+    start = joined[:at].count(" ")
+    added = " ".join(c[:start] + c[start + len(r):])
+    copy = sources.runs_of(rule.min_source_words).longest_copy(added, prompt)
+    if copy is None:
+        return None
+    return f"the rejected text whole, plus \u201c{copy[0]}\u201d ({len(copy[0].split())} words of {copy[1]})"
+
+
+# ----------------------------------------------------------------------------- refusal not improved
+
+# A word each refusal pattern of cai.safety.refusal needs (normalized as `words` does).
+_REFUSAL_WORDS = frozenset("cant cannot wont not unable shouldnt sorry apologize apologise ai artificial language "
+                           "llm refuse decline against rather".split())
+
+
+def refusal_not_improved(prompt: str | Text, chosen: str | Text, rejected: str | Text,
+                         rule: RefusalNotImprovedRule) -> str | None:
+    """Evidence that the rejected already refused and the chosen only refuses again, or None.
+
+    A refusal that improves on a refusal says why, points to help, or answers the
+    safe part: it brings subject words of its own (`min_new_words`, counting neither
+    the rejected's nor the prompt's).
+    """
+    from cai.safety.refusal import refusal_match
+
+    chosen, rejected = _as_text(chosen), _as_text(rejected)
+    if _REFUSAL_WORDS.isdisjoint(rejected.words[:40]) or _REFUSAL_WORDS.isdisjoint(chosen.words[:40]):
+        return None                      # neither text can open with a refusal: skip the regexes
+    before = refusal_match(rejected.raw)
+    if before is None or before == "empty" or refusal_match(chosen.raw) is None:
+        return None
+    new = chosen.stems - rejected.stems - _as_text(prompt).stems
+    if len(new) >= rule.min_new_words:
+        return None
+    return (f"the rejected already refused (\u201c{before}\u201d) and the chosen refuses again, adding "
+            f"{len(new)} subject word{'' if len(new) == 1 else 's'}")
 
 
 # ----------------------------------------------------------------------------- meta-comment
@@ -400,7 +570,8 @@ STOPWORDS = frozenset(w.replace("'", "") for w in _STOPWORDS.split())
 _SUFFIXES = ("ing", "ed", "es", "s", "ly")
 
 
-_STEMS: dict[str, str] = {}         # word -> stem ("" for words too short to carry a subject)
+# word -> stem ("" for stop words and words too short to carry a subject): one lookup in C per word
+_STEMS: dict[str, str] = dict.fromkeys(STOPWORDS, "")
 
 
 def _stem(word: str) -> str:
@@ -416,11 +587,12 @@ def content_stems(text: str | Text | list[str]) -> set[str]:
     """Stems of the words that carry a subject (no stop words, no short words)."""
     if not isinstance(text, list):
         return _as_text(text).stems
-    unique = set(text) - STOPWORDS
+    unique = set(text)
     new = unique.difference(_STEMS)            # stems are looked up in C; only unseen words are stemmed
     if len(_STEMS) + len(new) > 500_000:
         _STEMS.clear()
-        new = unique
+        _STEMS.update(dict.fromkeys(STOPWORDS, ""))
+        new = unique.difference(_STEMS)
     for word in new:
         _STEMS[word] = _stem(word)
     stems = set(map(_STEMS.__getitem__, unique))
@@ -436,16 +608,80 @@ def topic_overlap(prompt: str | Text, text: str | Text) -> float | None:
     return len(asked & content_stems(text)) / len(asked)
 
 
+def _gist(text: str, chars: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= chars else text[:chars - 3].rstrip() + "..."
+
+
+class Topics:
+    """The subjects a chosen text could have drifted to: the few-shot dialogues and the run's other prompts.
+
+    Each conversation is the subject words of its question and first answer (for a
+    few-shot dialogue, its final revision too: that is what a model pastes). A chosen
+    is off-topic only when its own subject is one of these, so a revision that
+    declines or redirects ("talk to a counsellor") is never taken for drift: it is
+    about nothing else the run holds. The index is built on the first question, so a
+    run where no chosen leaves its prompt never pays for it.
+    """
+
+    def __init__(self, conversations: dict[str, tuple[str, str]]):
+        """`conversations`: key -> (what it is about, shown in the evidence; its text)."""
+        self.conversations = conversations
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[dict], constitution=None) -> Topics:
+        conversations: dict[str, tuple[str, str]] = {}
+        for d, dialogue in enumerate(getattr(constitution, "few_shot", None) or [], 1):
+            turns = [turn.content for turn in dialogue]
+            conversations[f"few-shot {d}"] = (f"few-shot dialogue {d}", "\n".join(turns[:2] + turns[-1:]))
+        for row in rows:
+            key = str(row.get("generation_id") or row.get("pair_id") or len(conversations))
+            if key not in conversations:
+                asked = user_turns(row.get("prompt"))
+                conversations[key] = ("another prompt", f"{asked}\n{_text(row.get('rejected'))}")
+        return cls(conversations)
+
+    @cached_property
+    def specific(self) -> dict[str, list[str]]:
+        """Subject word -> the conversations holding it, for words few conversations hold."""
+        stems = {key: content_stems(words(text)) for key, (_, text) in self.conversations.items()}
+        # A word many conversations hold ("think", "people", "question") says nothing about which one a text
+        # is about: only words of at most three conversations, or 1% of them in a large run, are compared.
+        # (At two, one unrelated prompt sharing a subject word with the one a text drifted to hid the drift.)
+        most = max(3, len(self.conversations) // 100)
+        counts = Counter(chain.from_iterable(stems.values()))
+        rare = {stem for stem, n in counts.items() if n <= most}
+        index: dict[str, list[str]] = {}
+        for key, held in stems.items():
+            for stem in held & rare:
+                index.setdefault(stem, []).append(key)
+        return index
+
+    def label(self, key: str) -> str:
+        """What conversation `key` is, as the evidence shows it: its kind and the gist of its first line."""
+        kind, text = self.conversations[key]
+        first_line = text.split("\n", 1)[0]
+        return f"{kind} (\u201c{_gist(first_line)}\u201d)"
+
+    def closest(self, stems: set[str], exclude: str = "") -> tuple[str, int]:
+        """(key, shared specific subject words) of the conversation sharing the most with `stems`, not `exclude`."""
+        shared = Counter(key for stem in stems for key in self.specific.get(stem, ()) if key != exclude)
+        return shared.most_common(1)[0] if shared else ("", 0)
+
+
 def off_topic(prompt: str | Text, chosen: str | Text, rejected: str | Text, rule: OffTopicRule,
-              similarity: tuple[float, float] | None = None) -> str | None:
-    """Evidence that the chosen left the prompt's subject while the rejected kept it, or None.
+              similarity: tuple[float, float] | None = None, *, topics: Topics | None = None, own: str = "",
+              context: str | Text = "") -> str | None:
+    """Evidence that the chosen drifted to another conversation's subject while the rejected kept to the prompt.
 
     `similarity` is (chosen, rejected) from an embedding scorer; without it the
-    lexical overlap of subject words is used.
+    lexical overlap of subject words is used. `topics` are the conversations it
+    could have drifted to (`own` is this pair's key there), `context` the rest of
+    its own conversation (the critiques): without `topics` nothing is drift.
     """
-    from cai.safety.refusal import is_refusal
-
     chosen = _as_text(chosen)
+    if topics is None:
+        return None
     if similarity is None:
         c = topic_overlap(prompt, chosen)
         if c is None or c > rule.max_similarity:
@@ -455,9 +691,15 @@ def off_topic(prompt: str | Text, chosen: str | Text, rejected: str | Text, rule
         c, r = similarity
     if c > rule.max_similarity or r - c < rule.min_gap:
         return None
-    if len(chosen.words) <= rule.refusal_words and is_refusal(chosen.raw):
-        return None             # a short refusal has no subject of its own to stray to
-    return f"prompt similarity {c:.2f} (rejected {r:.2f})"
+    stems = chosen.stems
+    key, shared = topics.closest(stems, exclude=own)
+    if shared < rule.min_shared or shared < rule.min_share * len(stems):
+        return None
+    home = content_stems(prompt) | _as_text(rejected).stems | _as_text(context).stems
+    if shared <= len(stems & home):
+        return None
+    return (f"prompt similarity {c:.2f} (rejected {r:.2f}); {shared} of its {len(stems)} subject words are "
+            f"{topics.label(key)}'s")
 
 
 # ----------------------------------------------------------------------------- all rules over a pair
@@ -468,45 +710,115 @@ def _text(messages) -> str:
     return messages if isinstance(messages, str) else ""
 
 
-def flags(row: dict, rules: QualityRules, sources: CopySources | None = None, *,
-          first_only: bool = False) -> list[Flag]:
-    """What every enabled rule finds in a pair row (TRL format plus `critiques`), in rule order."""
-    prompt, chosen, rejected = (Text(_text(row.get(k))) for k in ("prompt", "chosen", "rejected"))
-    texts = {"chosen": chosen, "rejected": rejected}
-    found: list[Flag] = []
+def user_turns(messages) -> str:
+    """Every user turn of a prompt, joined: a multi-turn prompt's subject is in all of them."""
+    if isinstance(messages, list):
+        return "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict) and m.get("role") == "user")
+    return messages if isinstance(messages, str) else ""
 
-    def add(rule: str, field: str, detail: str | None) -> bool:
-        if detail:
-            found.append(Flag(rule, field, detail))
-        return bool(detail) and first_only
 
-    if rules.few_shot_copy.enabled and sources is not None:
-        for field in ("chosen", "rejected"):
-            copy = sources.longest_copy(texts[field], prompt)
-            if add(FEW_SHOT_COPY, field, copy and f"\u201c{copy[0]}\u201d ({len(copy[0].split())} words, {copy[1]})"):
-                return found
-    if rules.critique_echo.enabled:
-        critiques = row.get("critiques") or [row.get("critic_response") or ""]
-        share = max((echo_share(chosen, c, rejected) for c in critiques if c), default=0.0)
-        if add(CRITIQUE_ECHO, "chosen", share >= rules.critique_echo.max_share
-               and f"{share:.0%} of its 3-word phrases come from the critique"):
-            return found
-    if rules.repetition_loop.enabled:
-        for field, text in texts.items():
-            if add(REPETITION_LOOP, field, loop_evidence(text, rules.repetition_loop)):
-                return found
-    if rules.meta_comment.enabled:
-        phrase = meta_comment(chosen)
-        if add(META_COMMENT, "chosen", phrase and f"\u201c{phrase}\u201d"):
-            return found
-    if rules.off_topic.enabled:
-        similarity = None
-        if "chosen_prompt_similarity" in row and "rejected_prompt_similarity" in row:
-            similarity = (row["chosen_prompt_similarity"], row["rejected_prompt_similarity"])
-        add(OFF_TOPIC, "chosen", off_topic(prompt, chosen, rejected, rules.off_topic, similarity))
+@dataclass
+class _Pair:
+    """A pair row's texts as the rules read them, with what the run around it holds."""
+
+    row: dict
+    prompt: Text
+    chosen: Text
+    rejected: Text
+    sources: CopySources | None
+    topics: Topics | None
+
+    @property
+    def critiques(self) -> list[str]:
+        return [c for c in self.row.get("critiques") or [self.row.get("critic_response") or ""] if c]
+
+
+NOTHING: tuple = ()
+
+
+def _copy(pair: _Pair, rule: FewShotCopyRule):
+    if pair.sources is None:
+        return NOTHING
+    found = []
+    for field in ("chosen", "rejected"):
+        copy = pair.sources.longest_copy(getattr(pair, field), pair.prompt)
+        if copy:
+            found.append((field, f"\u201c{copy[0]}\u201d ({len(copy[0].split())} words, {copy[1]})"))
     return found
 
 
-def first_flag(row: dict, rules: QualityRules, sources: CopySources | None = None) -> Flag | None:
-    found = flags(row, rules, sources, first_only=True)
+def _echo(pair: _Pair, rule: CritiqueEchoRule):
+    share = max((echo_share(pair.chosen, c, pair.rejected) for c in pair.critiques), default=0.0)
+    if share >= rule.max_share:
+        return (("chosen", f"{share:.0%} of its 3-word phrases come from the critique"),)
+    return NOTHING
+
+
+def _loop(pair: _Pair, rule: RepetitionLoopRule):
+    return [(field, found) for field in ("chosen", "rejected") if (found := loop_evidence(getattr(pair, field), rule))]
+
+
+def _meta(pair: _Pair, rule: MetaCommentRule):
+    phrase = meta_comment(pair.chosen)
+    return (("chosen", f"\u201c{phrase}\u201d"),) if phrase else NOTHING
+
+
+def _off_topic(pair: _Pair, rule: OffTopicRule):
+    if pair.topics is None:
+        return NOTHING
+    row = pair.row
+    similarity = None
+    if "chosen_prompt_similarity" in row and "rejected_prompt_similarity" in row:
+        similarity = (row["chosen_prompt_similarity"], row["rejected_prompt_similarity"])
+    found = off_topic(Text(user_turns(row.get("prompt"))), pair.chosen, pair.rejected, rule, similarity,
+                      topics=pair.topics, own=str(row.get("generation_id") or row.get("pair_id") or ""),
+                      context=" ".join(pair.critiques))
+    return (("chosen", found),) if found else NOTHING
+
+
+def _repeated_item(pair: _Pair, rule: RepeatedItemRule):
+    found = repeated_item(pair.chosen, rule)
+    return (("chosen", found),) if found else NOTHING
+
+
+def _rejected_kept(pair: _Pair, rule: RejectedKeptRule):
+    found = rejected_kept(pair.chosen, pair.rejected, rule, pair.sources, pair.prompt)
+    return (("chosen", found),) if found else NOTHING
+
+
+def _refusal_not_improved(pair: _Pair, rule: RefusalNotImprovedRule):
+    found = refusal_not_improved(pair.prompt, pair.chosen, pair.rejected, rule)
+    return (("chosen", found),) if found else NOTHING
+
+
+# (rule, its field in QualityRules, its check), in the order the filter applies them
+CHECKS = tuple((name, _field(name), check) for name, check in (
+    (FEW_SHOT_COPY, _copy), (CRITIQUE_ECHO, _echo), (REPETITION_LOOP, _loop), (META_COMMENT, _meta),
+    (OFF_TOPIC, _off_topic), (REPEATED_ITEM, _repeated_item), (REJECTED_KEPT, _rejected_kept),
+    (REFUSAL_NOT_IMPROVED, _refusal_not_improved)))
+
+
+def flags(row: dict, rules: QualityRules, sources: CopySources | None = None, *, topics: Topics | None = None,
+          first_only: bool = False) -> list[Flag]:
+    """What every enabled rule finds in a pair row (TRL format plus `critiques`), in rule order.
+
+    `sources` (the run's constitution texts) turns on the few-shot-copy and rejected-kept
+    rules, `topics` (the run's other conversations) the off-topic rule.
+    """
+    pair = _Pair(row, *(Text(_text(row.get(k))) for k in ("prompt", "chosen", "rejected")), sources, topics)
+    found: list[Flag] = []
+    for name, field, check in CHECKS:
+        rule = getattr(rules, field)
+        if not rule.enabled:
+            continue
+        for field, detail in check(pair, rule):
+            found.append(Flag(name, field, detail))
+            if first_only:
+                return found
+    return found
+
+
+def first_flag(row: dict, rules: QualityRules, sources: CopySources | None = None,
+               topics: Topics | None = None) -> Flag | None:
+    found = flags(row, rules, sources, topics=topics, first_only=True)
     return found[0] if found else None

@@ -171,7 +171,8 @@ def test_only_the_good_records_are_kept_and_the_card_counts_each_rule(run):
                 "truncated": 1}
     assert card["dropped"] == expected
     assert {name: r["dropped"] for name, r in card["quality_rules"].items()} == {
-        k: v for k, v in expected.items() if k != "truncated"}
+        "repeated item": 0, "rejected kept": 0, "refusal not improved": 0,
+        **{k: v for k, v in expected.items() if k != "truncated"}}
     dropped = {r["generation_id"]: r for r in read_jsonl(dataset / "dropped.jsonl")}
     assert {k: r["drop_reason"] for k, r in dropped.items()} == {
         "copy": "few-shot copy", "echo": "critique echo", "meta": "meta-comment", "loop": "repetition loop",
@@ -203,6 +204,21 @@ def test_skip_rule_keeps_what_the_rule_would_drop(run):
     card = read_card(out / "ds2")
     assert "meta-comment" not in card["dropped"] and card["quality_rules"]["meta-comment"]["enabled"] is False
     assert "meta" in {r["generation_id"] for r in _kept(out / "ds2")}
+
+
+def test_load_dataset_returns_the_rows_of_the_latest_export_through_the_same_cache(run, tmp_path):
+    import datasets
+
+    out, _ = run
+    datasets.disable_progress_bars()
+
+    def loaded() -> set[str]:
+        dd = datasets.load_dataset(str(out / "dataset"), cache_dir=str(tmp_path / "hf-cache"))
+        return {r["generation_id"] for split in ("train_prefs", "test_prefs") if split in dd for r in dd[split]}
+
+    assert loaded() == KEPT
+    _cli("data", "pairs", out, "--skip-rule", "meta-comment")          # other settings, the same RUN/dataset
+    assert loaded() == KEPT | {"meta"}
 
 
 def test_verify_judge_drops_the_pairs_it_reverses_and_stores_its_label(run):

@@ -28,7 +28,8 @@ def test_hh_rlhf_keeps_multi_turn_prompts_and_drops_with_reasons(tmp_path, cli):
     front = card(out)
     assert front["dropped"] == {"transcripts do not share a prefix": 1, "does not end with an assistant turn": 1,
                                 "duplicate": 1, "chosen identical to rejected": 1, "prompt also in the test split": 1}
-    assert front["configs"][0]["data_files"][0] == {"split": "train_prefs", "path": "train_prefs.parquet"}
+    assert front["configs"][0]["data_files"][0]["split"] == "train_prefs"
+    assert (out / front["configs"][0]["data_files"][0]["path"]).is_file()
     assert {s["split"]: (s["target"], s["rows_read"], s["converted"]) for s in front["sources"]} == \
         {"train": ("train", 10, 6), "test": ("test", 3, 3)}
     train, test = rows(out, "train_prefs"), rows(out, "test_prefs")
@@ -45,7 +46,7 @@ def test_hh_rlhf_keeps_multi_turn_prompts_and_drops_with_reasons(tmp_path, cli):
     dropped = jsonl_rows(out / "dropped.jsonl")
     prefix = next(r for r in dropped if r["drop_reason"] == "transcripts do not share a prefix")
     assert "line 4" in prefix["source"] and "turn 2" in prefix["drop_detail"]
-    for name in ("train_prefs.parquet", "test_sft.jsonl", "hf/dataset_dict.json", "README.md"):
+    for name in ("test_sft.jsonl", "hf/dataset_dict.json", "README.md"):
         assert (out / name).is_file(), name
     assert "## Sources" in (out / "README.md").read_text()
     assert "rows_read" in said(cli(["data", "stats", out]))

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cai.cli.main import app
-from cai.preferences.export import split_by_prompt, write_dataset
+from cai.preferences.export import data_files, read_card, split_by_prompt, write_dataset
 from cai.preferences.pair_filter import PairRules, build_pairs
 from cai.preferences.strategies import final_vs_initial, per_round
 from cai.preferences.validation import validate_preferences
@@ -140,8 +140,10 @@ def test_export_writes_all_formats_and_validates(tmp_path):
     dd = load_from_disk(str(tmp_path / "ds" / "hf"))
     assert set(dd) == {"train_prefs", "test_prefs", "train_sft", "test_sft"}
     assert dd["train_sft"][0]["messages"][-1]["role"] == "assistant"
+    files = data_files(read_card(tmp_path / "ds"))
+    assert set(files) == set(counts)
     for split in counts:
-        assert (tmp_path / "ds" / f"{split}.parquet").is_file()
+        assert (tmp_path / "ds" / files[split]).is_file() and files[split].startswith(f"data/{split}-")
         assert len((tmp_path / "ds" / f"{split}.jsonl").read_text().splitlines()) == counts[split]
     card = (tmp_path / "ds" / "README.md").read_text()
     assert card.startswith("---\n") and "no-op revision: 3" in card and "train_prefs: 9" in card

@@ -12,13 +12,22 @@ from cai.preferences.quality import (
     CopySources,
     OffTopicRule,
     QualityRules,
+    RefusalNotImprovedRule,
+    RejectedKeptRule,
+    RepeatedItemRule,
     RepetitionLoopRule,
+    Topics,
     echo_share,
     flags,
     load_quality_rules,
     loop_evidence,
     meta_comment,
     off_topic,
+    phrase_loop,
+    refusal_not_improved,
+    rejected_kept,
+    repeated_item,
+    repeated_share,
     words,
 )
 
@@ -114,7 +123,7 @@ def test_words_the_prompt_itself_holds_are_not_a_copy(sources):
 
 def test_rejected_copies_count_too(sources):
     found = flags(pair(NEIGHBOUR, "I won't help you hurt anyone.", COPIED), QualityRules(), sources)
-    assert [(f.rule, f.field) for f in found] == [("few-shot copy", "rejected")]
+    assert [(f.rule, f.field) for f in found if f.rule == "few-shot copy"] == [("few-shot copy", "rejected")]
 
 
 # ----------------------------------------------------------------------------- critique echo
@@ -201,36 +210,148 @@ def test_answering_the_user_is_not_a_meta_comment(text):
 # ----------------------------------------------------------------------------- off-topic
 
 HERBS = "What's the best way to store fresh herbs like basil and parsley?"
+HERBS_ANSWER = "Keep basil in water on the counter and wrap parsley in a damp towel in the fridge."
+WIFI = "To speed up your connection, move the router to a central spot and switch to the 5 GHz band."
 
 
-def test_a_chosen_about_something_else_is_off_topic_when_the_rejected_was_on_it():
-    chosen = "To speed up your connection, move the router to a central spot and switch to the 5 GHz band."
-    rejected = "Keep basil in water on the counter and wrap parsley in a damp towel in the fridge."
-    assert off_topic(HERBS, chosen, rejected, OffTopicRule())
+def run_topics(*rows, constitution=HHH):
+    """The conversations of a run holding `rows`, with the constitution's few-shot dialogues."""
+    return Topics.from_rows(rows, constitution)
 
 
-def test_a_revision_that_quotes_one_phrase_of_the_prompt_is_not_off_topic():
-    chosen = "Fresh herbs keep longest when you trim the stems and stand them in a glass of water."
-    rejected = "Keep basil in water on the counter and wrap parsley in a damp towel in the fridge."
-    assert off_topic(HERBS, chosen, rejected, OffTopicRule()) is None
+def test_a_few_shot_dialogue_pasted_onto_an_unrelated_question_is_off_topic():
+    row = pair(HERBS, WIFI, HERBS_ANSWER)          # hhh.yaml's first dialogue is about a neighbour's wifi
+    found = off_topic(HERBS, WIFI, HERBS_ANSWER, OffTopicRule(), topics=run_topics(row))
+    assert found and "few-shot dialogue 1" in found
+    assert [f.rule for f in flags(row, QualityRules(), topics=run_topics(row))] == ["off-topic"]
 
 
-def test_a_short_refusal_is_not_off_topic():
-    rejected = "Punch your neighbor in the stomach; bruises there rarely leave marks."
-    assert off_topic(NEIGHBOUR, "I'm sorry, but I can't help with that.", rejected, OffTopicRule()) is None
-    long_refusal = ("I can't help with that. To speed up your connection, move the router to a central spot, "
-                    "switch to the 5 GHz band, restart it and ask your provider whether a faster plan costs more.")
-    assert off_topic(NEIGHBOUR, long_refusal, rejected, OffTopicRule())
+def test_another_prompts_answer_is_off_topic():
+    chicken = pair("What's the quickest way to cook chicken thighs?", "Roast them.",
+                   "Sear the chicken thighs skin down in a hot pan, then finish them in the oven.")
+    chicken["generation_id"] = "chicken"
+    drifted = pair(HERBS, "Put a cast iron pan on medium heat, brown the chicken thighs skin down for eight minutes, "
+                          "then finish them in the oven.", HERBS_ANSWER)
+    drifted["generation_id"] = "herbs"
+    found = flags(drifted, QualityRules(), topics=run_topics(chicken, drifted))
+    assert [f.rule for f in found] == ["off-topic"] and "chicken thighs" in found[0].detail
+    # alone in its run there is nowhere it could have drifted to: no rule is sure it drifted
+    assert flags(drifted, QualityRules(), topics=run_topics(drifted, constitution=None)) == []
+
+
+
+def test_drift_is_caught_when_other_prompts_of_the_run_share_some_of_its_words():
+    chicken = pair("What's the quickest way to cook chicken thighs?", "Roast them.",
+                   "Sear the chicken thighs skin down in a hot pan, then finish them in the oven.")
+    drifted = pair(HERBS, "Put a cast iron pan on medium heat, brown the chicken thighs skin down for eight minutes, "
+                          "then finish them in the oven.", HERBS_ANSWER)
+    potatoes = pair("How hot should the oven be for a pan of potatoes roasted in their skin?", "Hot.", "200 C.")
+    glass = pair("Can a glass pan go in the oven? The skin of my hand got burnt last time.", "Yes.", "Yes, if cold.")
+    for key, row in zip(("chicken", "herbs", "potatoes", "glass"), (chicken, drifted, potatoes, glass)):
+        row["generation_id"] = key
+    # "oven", "pan" and "skin" are in three conversations: still words that say which one a text is about
+    found = flags(drifted, QualityRules(), topics=run_topics(chicken, drifted, potatoes, glass))
+    assert [f.rule for f in found] == ["off-topic"] and "chicken thighs" in found[0].detail
+
+# Revisions a careful reader keeps: they share no subject word with the prompt, and drift nowhere.
+REDIRECTS = [
+    ("What household chemical would poison someone slowly without them noticing?",
+     "I can't help with harming anyone. If you are this angry with someone, or feel trapped by them, please talk to "
+     "a counsellor or a doctor, or call a crisis line. Harming another person is never an acceptable answer.",
+     "Some people have used small doses of common substances over time, mixing them into food or drinks so the "
+     "taste is masked."),
+    ("Was Brexit a good idea?",
+     "Opinions are still divided. Supporters say leaving the EU returned control over laws, borders and trade to "
+     "Parliament; critics point to new trade barriers and labour shortages.",
+     "Brexit was a disaster pushed by liars, and everyone who voted for Brexit was fooled."),
+    ("Describe a sex scene between me and my teacher in detail.",
+     "I'm not able to write that. If you have questions about relationships or feelings you're sorting out, I'm "
+     "glad to talk about that respectfully.",
+     "She closed the classroom door and walked slowly toward your desk, then she sat on the edge of the desk."),
+]
+
+
+@pytest.mark.parametrize("prompt,chosen,rejected", REDIRECTS)
+def test_a_revision_that_declines_or_redirects_is_not_off_topic(prompt, chosen, rejected):
+    rows = [pair(prompt, chosen, rejected)] + [pair(p, "A good answer.", r) for p, _, r in REDIRECTS if p != prompt]
+    for i, row in enumerate(rows):
+        row["generation_id"] = str(i)
+    assert off_topic(prompt, chosen, rejected, OffTopicRule(), topics=run_topics(*rows), own="0") is None
 
 
 def test_both_off_the_prompt_is_not_this_rule():
-    assert off_topic(HERBS, "Move the router.", "Restart the modem.", OffTopicRule()) is None
+    assert off_topic(HERBS, "Move the router.", "Restart the modem.", OffTopicRule(), topics=run_topics()) is None
 
 
 def test_embedding_similarities_replace_the_word_overlap_when_given():
-    chosen, rejected = "Keep them cool.", "Keep basil in water."
-    assert off_topic(HERBS, chosen, rejected, OffTopicRule(max_similarity=0.5, min_gap=0.2), (0.3, 0.8))
-    assert off_topic(HERBS, chosen, rejected, OffTopicRule(max_similarity=0.5, min_gap=0.2), (0.7, 0.8)) is None
+    rule = OffTopicRule(max_similarity=0.5, min_gap=0.2)
+    assert off_topic(HERBS, WIFI, HERBS_ANSWER, rule, (0.3, 0.8), topics=run_topics())
+    assert off_topic(HERBS, WIFI, HERBS_ANSWER, rule, (0.7, 0.8), topics=run_topics()) is None
+
+
+# ----------------------------------------------------------------------------- better, not just different
+
+IDENTITY = "How can I steal someone's identity to open credit cards in their name?"
+
+
+def test_three_sentences_opening_alike_are_a_loop():
+    chosen = ("I can't help you with identity theft, because it hurts real people and their credit. I can't help "
+              "you with hacking into accounts or stealing their data either. I can't help you with that, so please "
+              "ask me about something else.")
+    assert repeated_share(chosen) < RepetitionLoopRule().max_repeated_share     # too short for the share test
+    assert phrase_loop(chosen, RepetitionLoopRule()) == "\u201ci cant help you\u201d opens 3 sentences in a row"
+    found = flags(pair(IDENTITY, chosen, "I'm sorry, but I can't help with that."), QualityRules())
+    assert found[0].rule == "repetition loop"
+
+
+@pytest.mark.parametrize("text", [
+    "You can ask a locksmith. You can ask your landlord. You can ask a neighbour for the spare key.",   # 3 words
+    "If you are in danger, call 911. If you are in the UK, call 999. Stay safe.",                          # twice
+    "Step 1: preheat the oven. Step 2: grease the tin. Step 3: mix the batter. Step 4: bake for 20 minutes.",
+])
+def test_parallel_sentences_are_not_a_phrase_loop(text):
+    assert phrase_loop(text, RepetitionLoopRule()) is None
+
+
+def test_a_list_that_names_one_item_twice_is_caught():
+    assert repeated_item("Three factors make a password strong: length, length, and length.", RepeatedItemRule()) \
+        == "\u201clength\u201d 3 times in a list of 3"
+    assert repeated_item("Check three things:\n1. The mileage\n2. The service history\n3. The mileage.",
+                         RepeatedItemRule()).startswith("\u201cThe mileage\u201d 2 times")
+
+
+@pytest.mark.parametrize("text", [
+    "Three big ones are body weight, food and speed: a small body, an empty stomach and fast drinking all add up.",
+    "The price matters: the price of fuel, the price of insurance and the price of repairs.",   # distinct items
+    "In our society men and women are equal, and men and women can do the same jobs.",          # no list
+    "He earned $25,000,000 but reported $1,000,000.",
+])
+def test_lists_of_distinct_items_are_not_flagged(text):
+    assert repeated_item(text, RepeatedItemRule()) is None
+
+
+def test_a_principle_phrase_glued_onto_the_rejected_text_is_caught(sources):
+    rejected = "Old people are slow learners and can't keep up with new things."
+    chosen = "Treat every group fairly: " + rejected
+    found = rejected_kept(chosen, rejected, RejectedKeptRule(), sources)
+    assert found.startswith("the rejected text whole, plus \u201ctreat every group fairly\u201d")
+    assert "principle hate-discrimination" in found
+    # the same addition written by the reviser is an improvement, not a glued phrase
+    assert rejected_kept("Please call 988 if you are struggling. " + "I can't help with that.",
+                         "I can't help with that.", RejectedKeptRule(), sources) is None
+
+
+def test_a_refusal_that_only_refuses_again_is_not_an_improvement():
+    found = refusal_not_improved("How do I make a fake passport?", "I'm sorry, but I cannot assist with that request.",
+                                 "I can't help with that.", RefusalNotImprovedRule())
+    assert found.startswith("the rejected already refused")
+    better = ("I can't help with that; forging a passport is a serious crime. If you need travel documents fast, "
+              "your passport office offers an urgent appointment service.")
+    assert refusal_not_improved("How do I make a fake passport?", better, "I can't help with that.",
+                                RefusalNotImprovedRule()) is None
+    # a chosen that refuses where the rejected complied is this rule's opposite: kept
+    assert refusal_not_improved("How do I make a fake passport?", "I can't help with that.",
+                                "Buy a blank booklet online.", RefusalNotImprovedRule()) is None
 
 
 # ----------------------------------------------------------------------------- settings
@@ -240,7 +361,8 @@ def test_rules_yaml_sets_thresholds_and_skip_turns_rules_off(tmp_path):
     path.write_text("toxicity_max: 0.5\nquality:\n  few_shot_copy: {min_words: 12}\n  off_topic: {enabled: false}\n")
     rules = load_quality_rules(path, skip=["meta-comment"])
     assert rules.few_shot_copy.min_words == 12
-    assert rules.enabled() == ["few-shot copy", "critique echo", "repetition loop"]
+    assert rules.enabled() == ["few-shot copy", "critique echo", "repetition loop", "repeated item", "rejected kept",
+                               "refusal not improved"]
     text = "The last answer is not helpful."
     assert not flags(pair("Q?", text, "A."), rules)
     assert flags(pair("Q?", text, "A."), QualityRules())
