@@ -587,17 +587,24 @@ def content_stems(text: str | Text | list[str]) -> set[str]:
     """Stems of the words that carry a subject (no stop words, no short words)."""
     if not isinstance(text, list):
         return _as_text(text).stems
+    stems = set(map(_STEMS.get, text))         # one lookup in C per word; None marks a word not seen yet
+    if None in stems:
+        stems = _stem_new(text)
+    stems.discard("")
+    return stems
+
+
+def _stem_new(text: list[str]) -> set[str]:
+    """The stems of `text`, after adding its unseen words to the stem table (kept under 500,000 words)."""
     unique = set(text)
-    new = unique.difference(_STEMS)            # stems are looked up in C; only unseen words are stemmed
+    new = unique.difference(_STEMS)
     if len(_STEMS) + len(new) > 500_000:
         _STEMS.clear()
         _STEMS.update(dict.fromkeys(STOPWORDS, ""))
         new = unique.difference(_STEMS)
     for word in new:
         _STEMS[word] = _stem(word)
-    stems = set(map(_STEMS.__getitem__, unique))
-    stems.discard("")
-    return stems
+    return set(map(_STEMS.__getitem__, unique))
 
 
 def topic_overlap(prompt: str | Text, text: str | Text) -> float | None:
