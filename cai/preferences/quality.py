@@ -32,7 +32,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import chain
+from itertools import chain, compress, takewhile
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -288,6 +288,15 @@ class CopySources:
             self._shorter[min_words] = CopySources(self.texts, min_words)
         return self._shorter[min_words]
 
+    def _run(self, tokens: list[str], i: int, asked: set) -> int:
+        """How many n-grams in a row from word i are a source's and not in `asked`, looked up in C (a copy is long)."""
+        grams = list(takewhile(self.grams.__contains__, zip(*[tokens[i + m:] for m in range(self.min_words)])))
+        if asked:
+            in_prompt = list(map(asked.__contains__, grams))
+            if True in in_prompt:
+                return in_prompt.index(True)
+        return len(grams)
+
     def longest_copy(self, text: str | Text, prompt: str | Text = "") -> tuple[str, str] | None:
         """(copied words, source) of the longest run shared with a source, ignoring words the prompt holds."""
         n, step = self.min_words, self._step
@@ -312,16 +321,15 @@ class CopySources:
         # Each run of shared n-grams holds a probe hit: grow a run from the n-grams around each hit.
         start = count = 0
         done = -1                                    # runs are found left to right; skip what one covered
-        for k, probe in enumerate(probes):
-            if probe not in self._probe:
+        for k in compress(range(len(probes)), map(self._probe.__contains__, probes)):
+            if k * step <= done:
                 continue
             for i in range(max(k * step - (step - 1), done + 1), k * step + 1):
                 if shared(i):
                     first, last = i, i
                     while shared(first - 1):
                         first -= 1
-                    while shared(last + 1):
-                        last += 1
+                    last += self._run(tokens, last + 1, asked)
                     done = last
                     if last - first + 1 > count:
                         start, count = first, last - first + 1
@@ -408,6 +416,8 @@ def phrase_loop(text: str | Text, rule: RepetitionLoopRule) -> str | None:
     if len(parts) < k:
         return None
     openings = [tuple(part.split(None, n)[:n]) for part in parts]
+    if not any(map(tuple.__eq__, openings, openings[1:])):
+        return None                          # no two sentences in a row open alike (checked in C)
     for i in range(len(openings) - k + 1):
         if len(openings[i]) == n and openings[i:i + k].count(openings[i]) == k:
             return f"\u201c{' '.join(words(' '.join(openings[i])))}\u201d opens {k} sentences in a row"
