@@ -345,13 +345,17 @@ class CopySources:
 
 # ----------------------------------------------------------------------------- critique echo
 
-def echo_share(chosen: str | Text, critique: str | Text, rejected: str | Text = "") -> float:
-    """Share of the chosen's distinct word 3-grams that come from the critique, not from the rejected text it quotes."""
+def echo_share(chosen: str | Text, critique: str | Text, rejected: str | Text = "", at_least: float = 0.0) -> float:
+    """Share of the chosen's distinct word 3-grams that come from the critique, not from the rejected text it quotes.
+
+    A share under `at_least` before the rejected's 3-grams are taken out is returned as it is: taking them out
+    only lowers it, so a rule comparing it with `at_least` decides the same without making them.
+    """
     grams = _as_text(chosen).trigrams
     if not grams:
         return 0.0
     shared = grams.intersection(_as_text(critique).trigram_stream())
-    if shared:
+    if shared and len(shared) / len(grams) >= at_least:
         shared -= _as_text(rejected).trigrams
     return len(shared) / len(grams)
 
@@ -641,27 +645,40 @@ class Topics:
     run where no chosen leaves its prompt never pays for it.
     """
 
-    def __init__(self, conversations: dict[str, tuple[str, str]]):
-        """`conversations`: key -> (what it is about, shown in the evidence; its text)."""
+    def __init__(self, conversations: dict[str, tuple[str, tuple[str, ...]]]):
+        """`conversations`: key -> (what it is about, shown in the evidence; its texts, its question first)."""
         self.conversations = conversations
+        self._questions: dict[str, Text] = {}
 
     @classmethod
     def from_rows(cls, rows: Iterable[dict], constitution=None) -> Topics:
-        conversations: dict[str, tuple[str, str]] = {}
+        conversations: dict[str, tuple[str, tuple[str, ...]]] = {}
         for d, dialogue in enumerate(getattr(constitution, "few_shot", None) or [], 1):
             turns = [turn.content for turn in dialogue]
-            conversations[f"few-shot {d}"] = (f"few-shot dialogue {d}", "\n".join(turns[:2] + turns[-1:]))
+            conversations[f"few-shot {d}"] = (f"few-shot dialogue {d}", tuple(turns[:2] + turns[-1:]))
         for row in rows:
             key = str(row.get("generation_id") or row.get("pair_id") or len(conversations))
             if key not in conversations:
-                asked = user_turns(row.get("prompt"))
-                conversations[key] = ("another prompt", f"{asked}\n{_text(row.get('rejected'))}")
+                conversations[key] = ("another prompt", (user_turns(row.get("prompt")), _text(row.get("rejected"))))
         return cls(conversations)
+
+    def question(self, raw: str) -> Text:
+        """The parsed question `raw`, shared by the index and every pair asking it (questions are short and repeat)."""
+        text = self._questions.get(raw)
+        if text is None:
+            text = self._questions[raw] = Text(raw)
+        return text
+
+    def _stems(self, texts: tuple[str, ...]) -> set[str]:
+        """Subject words of a conversation: its question's parsed once for the run, the rest as read."""
+        if not texts:
+            return set()
+        return self.question(texts[0]).stems.union(*(content_stems(words(text)) for text in texts[1:]))
 
     @cached_property
     def specific(self) -> dict[str, list[str]]:
         """Subject word -> the conversations holding it, for words few conversations hold."""
-        stems = {key: content_stems(words(text)) for key, (_, text) in self.conversations.items()}
+        stems = {key: self._stems(texts) for key, (_, texts) in self.conversations.items()}
         # A word many conversations hold ("think", "people", "question") says nothing about which one a text
         # is about: only words of at most three conversations, or 1% of them in a large run, are compared.
         # (At two, one unrelated prompt sharing a subject word with the one a text drifted to hid the drift.)
@@ -676,8 +693,8 @@ class Topics:
 
     def label(self, key: str) -> str:
         """What conversation `key` is, as the evidence shows it: its kind and the gist of its first line."""
-        kind, text = self.conversations[key]
-        first_line = text.split("\n", 1)[0]
+        kind, texts = self.conversations[key]
+        first_line = (texts[0] if texts else "").split("\n", 1)[0]
         return f"{kind} (\u201c{_gist(first_line)}\u201d)"
 
     def closest(self, stems: set[str], exclude: str = "") -> tuple[str, int]:
@@ -749,6 +766,24 @@ class _Pair:
     def critiques(self) -> list[str]:
         return [c for c in self.row.get("critiques") or [self.row.get("critic_response") or ""] if c]
 
+    @cached_property
+    def critique_texts(self) -> list[Text]:
+        return [Text(c) for c in self.critiques]
+
+    @cached_property
+    def context(self) -> Text:
+        """The critiques as one text (the rest of its own conversation); one critique's parse is reused."""
+        texts = self.critique_texts
+        return texts[0] if len(texts) == 1 else Text(" ".join(self.critiques))
+
+    @cached_property
+    def asked(self) -> Text:
+        """Every user turn of the prompt (its subject), parsed once for the run when the run's topics are known."""
+        raw = user_turns(self.row.get("prompt"))
+        if raw == self.prompt.raw:
+            return self.prompt
+        return self.topics.question(raw) if self.topics else Text(raw)
+
 
 NOTHING: tuple = ()
 
@@ -765,7 +800,7 @@ def _copy(pair: _Pair, rule: FewShotCopyRule):
 
 
 def _echo(pair: _Pair, rule: CritiqueEchoRule):
-    share = max((echo_share(pair.chosen, c, pair.rejected) for c in pair.critiques), default=0.0)
+    share = max((echo_share(pair.chosen, c, pair.rejected, rule.max_share) for c in pair.critique_texts), default=0.0)
     if share >= rule.max_share:
         return (("chosen", f"{share:.0%} of its 3-word phrases come from the critique"),)
     return NOTHING
@@ -787,9 +822,8 @@ def _off_topic(pair: _Pair, rule: OffTopicRule):
     similarity = None
     if "chosen_prompt_similarity" in row and "rejected_prompt_similarity" in row:
         similarity = (row["chosen_prompt_similarity"], row["rejected_prompt_similarity"])
-    found = off_topic(Text(user_turns(row.get("prompt"))), pair.chosen, pair.rejected, rule, similarity,
-                      topics=pair.topics, own=str(row.get("generation_id") or row.get("pair_id") or ""),
-                      context=" ".join(pair.critiques))
+    found = off_topic(pair.asked, pair.chosen, pair.rejected, rule, similarity, topics=pair.topics,
+                      own=str(row.get("generation_id") or row.get("pair_id") or ""), context=pair.context)
     return (("chosen", found),) if found else NOTHING
 
 
@@ -822,7 +856,9 @@ def flags(row: dict, rules: QualityRules, sources: CopySources | None = None, *,
     `sources` (the run's constitution texts) turns on the few-shot-copy and rejected-kept
     rules, `topics` (the run's other conversations) the off-topic rule.
     """
-    pair = _Pair(row, *(Text(_text(row.get(k))) for k in ("prompt", "chosen", "rejected")), sources, topics)
+    prompt = _text(row.get("prompt"))
+    pair = _Pair(row, topics.question(prompt) if topics else Text(prompt),
+                 *(Text(_text(row.get(k))) for k in ("chosen", "rejected")), sources, topics)
     found: list[Flag] = []
     for name, field, check in CHECKS:
         rule = getattr(rules, field)
