@@ -32,7 +32,8 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import chain, compress, takewhile
+from itertools import chain, compress, repeat, takewhile
+from operator import itemgetter
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -168,21 +169,20 @@ def load_quality_rules(path: str | Path | None = None, skip: Iterable[str] = ())
 # ----------------------------------------------------------------------------- text helpers
 
 # Apostrophes are dropped ("can't" -> "cant") and every other character that is not a letter or a
-# digit becomes a space. ASCII text goes through bytes.translate, a table lookup in C, which keeps
-# the rules far cheaper than a classifier (bench/quality_rules.py).
+# digit becomes a space. ASCII text goes through bytes.translate, a table lookup in C that lower-cases
+# too, which keeps the rules far cheaper than a classifier (bench/quality_rules.py).
 _APOSTROPHE_CHARS = "'\u2018\u2019\u02bc"
 _NORMAL = str.maketrans({c: ("" if chr(c) in _APOSTROPHE_CHARS else " ") for c in range(0x2070)
                          if not chr(c).isalnum()})
-_ASCII = bytes(c if chr(c).isalnum() else ord(" ") for c in range(256))
+_ASCII = bytes(ord(chr(c).lower()) if chr(c).isalnum() else ord(" ") for c in range(128)) + b" " * 128
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 
 def words(text: str) -> list[str]:
     """Lower-cased words without punctuation: the normal form every rule compares."""
-    text = text.lower()
     if text.isascii():
         return text.encode().translate(_ASCII, b"'").decode().split()
-    return text.translate(_NORMAL).split()
+    return text.lower().translate(_NORMAL).split()
 
 
 def ngrams(tokens: list[str], n: int, step: int = 1) -> list[tuple[str, ...]]:
@@ -419,9 +419,9 @@ def phrase_loop(text: str | Text, rule: RepetitionLoopRule) -> str | None:
     parts = raw.lower().replace("\n", ". ").replace("! ", ". ").replace("? ", ". ").split(". ")
     if len(parts) < k:
         return None
-    openings = [tuple(part.split(None, n)[:n]) for part in parts]
-    if not any(map(tuple.__eq__, openings, openings[1:])):
-        return None                          # no two sentences in a row open alike (checked in C)
+    openings = list(map(itemgetter(slice(n)), map(str.split, parts, repeat(None), repeat(n))))
+    if not any(map(list.__eq__, openings, openings[1:])):
+        return None                          # no two sentences in a row open alike (all checked in C)
     for i in range(len(openings) - k + 1):
         if len(openings[i]) == n and openings[i:i + k].count(openings[i]) == k:
             return f"\u201c{' '.join(words(' '.join(openings[i])))}\u201d opens {k} sentences in a row"
