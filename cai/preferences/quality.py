@@ -263,6 +263,7 @@ class CopySources:
         self._step = max(1, min_words // 2)
         self._probe = frozenset(g for text in texts.values()
                                 for g in ngrams(words(text), min_words - self._step + 1))
+        self._probe_at = [slice(i, None, self._step) for i in range(min_words - self._step + 1)]
 
     @classmethod
     def from_constitution(cls, constitution, templates=None, min_words: int = FewShotCopyRule().min_words):
@@ -301,9 +302,9 @@ class CopySources:
         """(copied words, source) of the longest run shared with a source, ignoring words the prompt holds."""
         n, step = self.min_words, self._step
         tokens = _as_text(text).words
+        if self._probe.isdisjoint(zip(*map(tokens.__getitem__, self._probe_at))):
+            return None                              # the common case, kept to C: no probe is a source's
         probes = ngrams(tokens, n - step + 1, step)
-        if self._probe.isdisjoint(probes):
-            return None
         asked: set | None = None
 
         def shared(i: int) -> bool:
@@ -413,8 +414,6 @@ def phrase_loop(text: str | Text, rule: RepetitionLoopRule) -> str | None:
     """
     raw = _as_text(text).raw
     n, k = rule.phrase_words, rule.phrase_repeats
-    if raw.count(". ") + raw.count("\n") + raw.count("! ") + raw.count("? ") < k - 1:
-        return None
     # Sentences split with str methods (C speed); their first words compared as written, lower-cased.
     parts = raw.lower().replace("\n", ". ").replace("! ", ". ").replace("? ", ". ").split(". ")
     if len(parts) < k:
