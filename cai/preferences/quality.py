@@ -787,15 +787,16 @@ class _Pair:
 NOTHING: tuple = ()
 
 
+# The rules reading both texts yield the chosen's finding first, so the pairs filter, which stops at the first
+# finding, never reads the rejected text of a pair whose chosen already broke the rule.
+
 def _copy(pair: _Pair, rule: FewShotCopyRule):
     if pair.sources is None:
-        return NOTHING
-    found = []
+        return
     for field in ("chosen", "rejected"):
         copy = pair.sources.longest_copy(getattr(pair, field), pair.prompt)
         if copy:
-            found.append((field, f"\u201c{copy[0]}\u201d ({len(copy[0].split())} words, {copy[1]})"))
-    return found
+            yield field, f"\u201c{copy[0]}\u201d ({len(copy[0].split())} words, {copy[1]})"
 
 
 def _echo(pair: _Pair, rule: CritiqueEchoRule):
@@ -806,7 +807,7 @@ def _echo(pair: _Pair, rule: CritiqueEchoRule):
 
 
 def _loop(pair: _Pair, rule: RepetitionLoopRule):
-    return [(field, found) for field in ("chosen", "rejected") if (found := loop_evidence(getattr(pair, field), rule))]
+    return ((field, found) for field in ("chosen", "rejected") if (found := loop_evidence(getattr(pair, field), rule)))
 
 
 def _meta(pair: _Pair, rule: MetaCommentRule):
