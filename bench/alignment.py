@@ -60,7 +60,7 @@ PUBLISHED = [
      "(69.7% when trained on AI preferences); from the paper"),
 ]
 ROWS = ("harmless_rate", "safety_score", "mean_toxicity", "toxicity_rate", "red_team_refusal_rate", "refusal_rate",
-        "mean_length", "win_rate", "ai_win_rate")
+        "mean_length", "mean_reward", "win_rate", "ai_win_rate")
 
 
 def cai_command() -> list[str]:
@@ -216,7 +216,7 @@ def markdown(result: dict) -> str:
     held = "test" if result["split"] == "test" else "validation"
     lines = [BEGIN, "", "## Alignment: does training on the data move the model? (`bench/alignment.py`)", "",
              f"`{result['command']}` on {result['created']}, {result['machine']['cpu']}, "
-             f"{result['machine']['cores']} cores; {result['model']}; recipes `{result['recipes']}`; "
+             f"{result['machine']['cores']} cores; {result['model']}; recipes `{_shown(result['recipes'])}`; "
              f"data `{result['data']}` split by prompt: "
              + ", ".join(f"{k} {v}" for k, v in counts.items() if k.endswith("_prefs")) + " pairs. "
              f"Harmful eval prompts: {result['prompts']['harmful_prompts']} first user turns of the {held} split "
@@ -257,13 +257,21 @@ def markdown(result: dict) -> str:
     lines += ["", "### Steps", "", "| step | command | wall s | peak RSS MiB | load avg at end |",
               "| --- | --- | --- | --- | --- |"]
     for name, step in result["steps"].items():
-        lines.append(f"| {name} | `{step['command']}` | {step['seconds']} | {step['peak_rss_mib']} | "
+        note = f" ({step['note']})" if step.get("note") else ""
+        lines.append(f"| {name} | `{_shown(step['command'])}` | {step['seconds']}{note} | {step['peak_rss_mib']} | "
                      f"{step['load_avg_1m']} |")
     total = sum(step["seconds"] for step in result["steps"].values())
-    lines += ["", f"Total wall time {total / 60:.1f} min. What moved beyond its 95% interval, and what did not:", ""]
+    partial = " (the steps with a note counted in part)" if any(s.get("note") for s in result["steps"].values()) else ""
+    lines += ["", f"Total wall time {total / 60:.1f} min{partial}. What moved beyond its 95% interval, and what did "
+              "not:", ""]
     lines += [f"- {line}" for line in movement(ba)]
     lines += ["", END]
     return "\n".join(lines) + "\n"
+
+
+def _shown(text: str) -> str:
+    """Paths inside the checkout written relative to it, as a user types them there."""
+    return text.replace(f"{ROOT}/", "")
 
 
 def _verdict(entry: dict | None, null: float) -> str:

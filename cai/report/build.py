@@ -425,7 +425,8 @@ def _eval_rows(result: dict) -> list[dict]:
 
 # The metrics the before/after table shows, in this order: what training should move, then what it should not.
 BEFORE_AFTER = ("harmless_rate", "safety_score", "mean_toxicity", "toxicity_rate", "red_team_refusal_rate",
-                "refusal_rate", "mean_length", "win_rate", "ai_win_rate", "rm_accuracy", "preference_accuracy")
+                "refusal_rate", "mean_length", "mean_reward", "win_rate", "ai_win_rate", "rm_accuracy",
+                "preference_accuracy")
 
 
 def moved(entry: dict | None, null: float) -> str | None:

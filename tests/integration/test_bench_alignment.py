@@ -28,7 +28,7 @@ def test_every_stage_runs_and_every_figure_has_an_interval(tiny_model_dir, tmp_p
     table = result["before_after"]
     assert table["columns"] == ["dpo", "grpo", "reward model"]
     rows = {row["name"]: row["cells"] for row in table["rows"]}
-    for name in ("harmless_rate", "mean_toxicity", "toxicity_rate", "refusal_rate", "win_rate"):
+    for name in ("harmless_rate", "mean_toxicity", "toxicity_rate", "refusal_rate", "mean_reward", "win_rate"):
         for cell in rows[name][:2]:                      # DPO and GRPO against their start model
             entry = cell.get("delta") or cell["after"]
             assert entry["ci"][0] <= entry["value"] <= entry["ci"][1], (name, cell)
