@@ -87,6 +87,13 @@ class Engine(ABC):
         """Prompt tokens of each conversation with the chat template applied; None when this engine cannot count."""
         return None
 
+    def preferred_batch(self) -> int | None:
+        """Conversations one call should hold to keep the engine busy, when more than the job's batch; None: no wish.
+
+        A server pool takes as many requests as its servers batch (hundreds on a GPU), more than a batch of 16.
+        """
+        return None
+
     def close(self) -> None:
         """Free the model; engines holding processes or sockets override this."""
 

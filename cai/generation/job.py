@@ -271,13 +271,15 @@ def run(cfg: GenerateConfig) -> GenerateSummary:
                         continue
                     done.add(record.id)
                     batch.append(record)
-                    if len(batch) >= cfg.batch_size:
+                    if len(batch) >= max(cfg.batch_size, engine.preferred_batch() or 0):   # a server pool takes more
                         flush()
                 if batch:
                     flush()
         finally:
             if engine is not None:
                 engine.close()
+                if "engine_load_seconds" in manifest:                # loaded: record what it learnt in the run
+                    manifest["engine_info"] = asdict(engine.info())
             wall = time.perf_counter() - started
             for k, v in {**tokens, "preambles_stripped": stripped, "records": counts["done"],
                          "engine_seconds": engine_seconds, "wall_seconds": wall}.items():
