@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from support.vllm_env import free_port, vllm_env
+from support.vllm_env import free_port
+from support.vllm_server import kill_group, start_server, wait_healthy
 
 from cai.engines.base import PromptRejected, SamplingParams
 from cai.engines.openai_server import OpenAIEngine
@@ -194,62 +191,12 @@ def vllm_server(request, tmp_path_factory):
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vllm is not installed (pip install -e '.[vllm]')")
     model_dir = str(request.getfixturevalue("tiny_vllm_model_dir"))
-    cache = tmp_path_factory.mktemp("vllm-server")
-    port = free_port()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-           "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port),
-           "--enforce-eager", "--max-model-len", "512", "--enable-prefix-caching"]
-    env = {**os.environ, **vllm_env(cache), "VLLM_CPU_KVCACHE_SPACE": "1"}
-    base = f"http://127.0.0.1:{port}"
-    with open(cache / "server.log", "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            _wait_healthy(proc, f"{base}/health", cache / "server.log", timeout=240)
-            yield f"{base}/v1"
-        finally:
-            _kill_group(proc)
-
-
-def _wait_healthy(proc, url, log_file, timeout):
-    import httpx2 as httpx
-
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"vLLM server exited with {proc.returncode}:\n" + log_file.read_text()[-3000:])
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"vLLM server not healthy after {timeout} s:\n" + log_file.read_text()[-3000:])
-        time.sleep(1)
-
-
-def _kill_group(proc):
-    """SIGTERM the server's process group (API server, engine core, worker); SIGKILL whatever outlives 20 s."""
-    group = proc.pid                     # start_new_session: the group id is the leader's pid
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(group, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and _group_alive(group, proc):
-            time.sleep(0.2)
-        if not _group_alive(group, proc):
-            break
-    proc.wait(10)
-
-
-def _group_alive(group, proc) -> bool:
-    proc.poll()                          # reap the leader so it does not count as alive
+    proc, url, log_file = start_server(model_dir, tmp_path_factory.mktemp("vllm-server"))
     try:
-        os.killpg(group, 0)
-        return True
-    except ProcessLookupError:
-        return False
+        wait_healthy(proc, url.removesuffix("/v1") + "/health", log_file, timeout=240)
+        yield url
+    finally:
+        kill_group(proc)
 
 
 @pytest.mark.slow
@@ -278,6 +225,6 @@ def test_real_vllm_server(vllm_server):
         with pytest.raises(PromptRejected) as refused:       # unguarded, the server's own 400 refuses it alone
             engine.generate([convs[0], overlong], SamplingParams(max_new_tokens=6))
         assert list(refused.value.reasons) == [1] and "HTTP 400" in refused.value.reasons[1]
-        with pytest.raises(CaiError, match="HTTP 404: .*no-such-model") as err:   # unknown model: fails at once
+        with pytest.raises(CaiError, match="does not serve model 'no-such-model' \\(it serves 'tiny'\\)") as err:
             OpenAIEngine("no-such-model", base_url=vllm_server).generate(convs[:1], SamplingParams())
         assert "\n" not in str(err.value)
