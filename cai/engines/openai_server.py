@@ -49,6 +49,7 @@ _CONNECT_TIMEOUT = 10.0             # a server that does not take a connection i
 _PROBE_TIMEOUT = 5.0                # /v1/models answers at once on a live server
 _MAX_THREADS = 1024                 # requests of one call in flight (or waiting for a slot) at most
 _TOKENIZE_THREADS = 16
+_OTHER_MODEL = "does not serve model"
 _BATCH_ROUNDS = 4                   # prompts a batch holds, in multiples of the requests the servers take at once
 # A 4xx whose message says the prompt does not fit: that prompt alone is refused.
 _TOO_LONG = re.compile(r"context|too long|too large|maximum .*tokens", re.IGNORECASE)
@@ -106,15 +107,10 @@ class OpenAIEngine(Engine):
         self._pool = ServerPool(self.base_urls, concurrency=self.concurrency, probe=self._probe,
                                 probe_every=self.probe_every, on_change=_log.warning)
         down = self._pool.check_all()
-        if len(down) == len(self.base_urls):
+        wrong = next((f"{url} {why}" for url, why in down.items() if why.startswith(_OTHER_MODEL)), None)
+        if wrong or len(down) == len(self.base_urls):
             self.close()
-            raise CaiError("no server answers: " + "; ".join(f"{url} ({why})" for url, why in down.items()))
-        for server in self._pool.servers:
-            served = server.info.get("models")
-            if served and self.model not in served:
-                self.close()
-                raise CaiError(f"{server.url} does not serve model {self.model!r} (it serves "
-                               f"{', '.join(map(repr, served))}): give --model one of those")
+            raise CaiError(wrong or "no server answers: " + "; ".join(f"{url} ({why})" for url, why in down.items()))
         self._pool.start()
 
     def _probe(self, server: Server) -> str | None:
@@ -129,7 +125,10 @@ class OpenAIEngine(Engine):
             listing = [m for m in response.json().get("data", []) if isinstance(m, dict)]
         except (ValueError, AttributeError, TypeError):
             return None                                  # it answers; it just lists no models
-        server.info["models"] = [m.get("id") for m in listing]
+        served = server.info["models"] = [m.get("id") for m in listing]
+        if served and self.model not in served:           # up, but not for this run: stays out
+            listed = ", ".join(map(repr, served))
+            return f"{_OTHER_MODEL} {self.model!r} (it serves {listed}): give --model one of those"
         entry = next((m for m in listing if m.get("id") == self.model), {})
         if isinstance(entry.get("max_model_len"), int):
             server.info["max_model_len"] = entry["max_model_len"]
@@ -162,6 +161,8 @@ class OpenAIEngine(Engine):
                 response = self._client.post(f"{server.root}/tokenize", json=body, timeout=_PROBE_TIMEOUT * 6)
             except httpx.TransportError as exc:
                 self._pool.take_out(server, _transport_reason(exc))
+                continue
+            if response.status_code >= 500:
                 continue
             try:
                 return int(response.json()["count"])
