@@ -14,8 +14,10 @@ HH-RLHF harmless-base test split), greedy, at cai's default settings (no --concu
 Every server runs as cai's in-process engine does on this CPU (float32 where bf16 would be emulated, no
 core reserved, eager, prefix caching, 1 GiB of KV cache), so the arms differ only in where the engine runs.
 Engine start is excluded: a run's time is its manifest's wall_seconds minus engine_load_seconds. With each
-arm: the CPU seconds of the cai process and of the servers' processes, each server's requests and the
-range of its limit on requests in flight, so the figures say where the time went.
+arm: the CPU seconds of the cai process and of the servers' processes, each server's requests, the range
+of its limit on requests in flight, and how full it was kept (its running requests, sampled from vLLM's
+/metrics every 0.25 s: the mean, and the share of samples with none running), so the figures say where
+the time went.
 
 vLLM pins an older transformers, so the servers and the cai runs use `--vllm-python` (.venv-vllm by
 default). Prints one JSON line per arm and markdown tables for bench/RESULTS.md.
@@ -33,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -149,13 +152,51 @@ def cai_generate(python: str, args, prompts: Path, out: Path, engine_args: list[
             "concurrency": manifest["engine_info"]["extra"].get("concurrency")}
 
 
+class Occupancy:
+    """Samples each server's running requests (vLLM's /metrics gauge) while a run goes: how full it was kept."""
+
+    def __init__(self, servers: list[Server], every: float = 0.25):
+        self.servers, self.every = servers, every
+        self.samples: list[list[float]] = [[] for _ in servers]
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        import httpx2 as httpx
+
+        while not self._stop.wait(self.every):
+            for server, samples in zip(self.servers, self.samples):
+                try:
+                    text = httpx.get(server.url.removesuffix("/v1") + "/metrics", timeout=2).text
+                except httpx.TransportError:
+                    continue
+                running = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith("vllm:num_requests_running")]
+                if running:
+                    samples.append(sum(running))
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> list[dict]:
+        """Per server: mean requests running, and the share of samples with none running (idle)."""
+        return [{"mean_running": round(sum(s) / len(s), 1) if s else None,
+                 "idle_share": round(sum(v == 0 for v in s) / len(s), 2) if s else None} for s in self.samples]
+
+
 def server_arm(name: str, python: str, args, prompts: Path, work: Path, servers: list[Server]) -> dict:
     cpu_before = [s.cpu_seconds() for s in servers]
     urls = [a for s in servers for a in ("--base-url", s.url)]
-    row = cai_generate(python, args, prompts, work / name, ["--engine", "openai", "--model", SERVED, *urls])
+    with Occupancy(servers) as occupancy:
+        row = cai_generate(python, args, prompts, work / name, ["--engine", "openai", "--model", SERVED, *urls])
     row["server_cpu_s"] = [round(s.cpu_seconds() - b, 1) for s, b in zip(servers, cpu_before)]
-    row["servers"] = [{"cores": s.cores or "all", "requests": c["requests"], "limit_range": c["limit_range"]}
-                      for s, c in zip(servers, row.pop("concurrency")["servers"])]
+    row["servers"] = [{"cores": s.cores or "all", "requests": c["requests"], "limit_range": c["limit_range"], **o}
+                      for s, c, o in zip(servers, row.pop("concurrency")["servers"], occupancy.summary())]
     return {"arm": name, **row}
 
 
@@ -194,8 +235,9 @@ def bench_default(python: str, model: str, args, prompts: Path, work: Path) -> l
 def print_tables(rows: list[dict], args) -> None:
     print(f"\n{args.prompts} held-out prompts, {args.rounds} round, {args.max_new_tokens} new tokens, greedy, "
           "cai defaults; engine start excluded\n")
-    print("| arm | s | tokens/s | cai CPU s | server CPU s | requests per server | limit range per server |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| arm | s | tokens/s | cai CPU s | server CPU s | requests per server | limit range per server "
+          "| mean running per server | idle share per server |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         if "arm" not in r:
             continue
@@ -203,7 +245,9 @@ def print_tables(rows: list[dict], args) -> None:
         print(f"| {r['arm']} | {r['seconds']} | {r['tokens_per_s']} | {r['cai_cpu_s']} | "
               f"{', '.join(map(str, r.get('server_cpu_s', []))) or '-'} | "
               f"{', '.join(str(s['requests']) for s in servers) or '-'} | "
-              f"{', '.join(f'{lo}-{hi}' for lo, hi in (s['limit_range'] for s in servers)) or '-'} |")
+              f"{', '.join(f'{lo}-{hi}' for lo, hi in (s['limit_range'] for s in servers)) or '-'} | "
+              f"{', '.join(str(s['mean_running']) for s in servers) or '-'} | "
+              f"{', '.join(str(s['idle_share']) for s in servers) or '-'} |")
     print("\n| target | measured | goal |\n| --- | --- | --- |")
     for r in rows:
         if r.get("measure") == "balance":
