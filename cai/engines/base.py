@@ -63,6 +63,10 @@ class Engine(ABC):
     """load() once, generate() many batches, close() to free memory."""
 
     name: str = "base"
+    # Each conversation is its own request and generate() may be called from many threads at once (a server):
+    # the loop then moves every prompt to its next stage as soon as its reply arrives, so the engine never
+    # waits for the slowest prompt of a stage. Engines that batch one call together keep False.
+    independent_requests: bool = False
 
     @abstractmethod
     def load(self) -> None: ...

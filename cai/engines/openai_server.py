@@ -5,7 +5,9 @@ as many as the servers take: `cai.engines.server_pool` sends each to the least
 busy server that is up, under that server's limit (adaptive unless
 `concurrency` fixes it), takes out a server that stops answering and puts it
 back when it answers again. `preferred_batch()` tells the generation job how
-many prompts keep them full.
+many prompts keep them full, and `independent_requests` lets the loop send
+each prompt's next stage as soon as its reply is back; waiting requests get
+slots first come first served, so the prompts of a batch finish together.
 
 Rate limits, 5xx and timeouts are retried with exponential backoff and jitter;
 a dropped connection is retried at once on another server when one is up. Any
@@ -63,6 +65,7 @@ class OpenAIEngine(Engine):
     """Sends each conversation as one chat-completions request to the least busy server; URLs end in `/v1`."""
 
     name = "openai"
+    independent_requests = True
 
     def __init__(
         self,
@@ -194,6 +197,14 @@ class OpenAIEngine(Engine):
             self._call.stop = stop
             return request(item)
 
+        if len(items) == 1:                      # one request (the loop sends one per prompt): no thread of its own
+            outer, self._call.stop = getattr(self._call, "stop", None), stop
+            try:
+                return [request(items[0])]
+            except _TooLong as refused:
+                raise PromptRejected({0: str(refused)}) from None
+            finally:
+                self._call.stop = outer
         pool = ThreadPoolExecutor(max_workers=min(len(items), _MAX_THREADS), thread_name_prefix="cai-openai")
         try:
             futures = [pool.submit(run, item) for item in items]
@@ -249,10 +260,10 @@ class OpenAIEngine(Engine):
         if self._client is None:
             self.load()
         stop = getattr(self._call, "stop", None) or threading.Event()
-        last, url, tried = "", self.url, set()
+        last, url, tried, ticket = "", self.url, set(), self._pool.ticket()
         for attempt in range(self.max_retries + 1):
             try:
-                server = self._pool.acquire(stop, avoid=tried)
+                server = self._pool.acquire(stop, avoid=tried, ticket=ticket)
             except Cancelled:
                 raise CaiError(f"{url}: cancelled after another request failed") from None
             url = f"{server.url}{_CHAT}"

@@ -4,7 +4,8 @@ The llm-swarm pattern (several inference servers behind one client, as under
 Slurm or Kubernetes), kept inside the client so no proxy has to run:
 
 - each request goes to the server with the fewest requests outstanding among
-  those that are up and below their limit; it waits while every one is full;
+  those that are up and below their limit; while every one is full, requests
+  wait and get slots first come first served (a retry keeps its place);
 - each server has its own limit on requests in flight (`AdaptiveLimit`: raised
   while its throughput grows, halved on 429/503), or the fixed `--concurrency`;
 - a server that stops answering (connection refused or reset, or three 5xx in a
@@ -18,6 +19,8 @@ HTTP stays in the engine: the pool is given a `probe(server)` function.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -99,6 +102,16 @@ class Server:
                 **({"reason": self.reason} if not self.up else {})}
 
 
+@dataclass(order=True)
+class _Waiter:
+    """A request waiting for a slot; the pool sets `server` and `ready` when it gets one."""
+
+    ticket: int
+    avoid: frozenset = field(compare=False)
+    server: Server | None = field(default=None, compare=False)
+    ready: threading.Event = field(default_factory=threading.Event, compare=False)
+
+
 class ServerPool:
     """Balances requests over servers by least outstanding requests, each under its own limit."""
 
@@ -118,87 +131,112 @@ class ServerPool:
         self._probe = probe
         self._probe_every = probe_every
         self._on_change = on_change or (lambda message: None)
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         self._next = 0                                  # rotates ties between equally loaded servers
+        self._queue: list[_Waiter] = []                 # requests waiting for a slot, a heap by ticket
+        self._tickets = itertools.count()
 
     # --- taking and giving back a slot ---------------------------------------------------------
 
-    def acquire(self, stop: threading.Event | None = None, avoid: set[str] = frozenset()) -> Server:
-        """A server for one request, its slot taken; waits while every server that is up is full.
+    def ticket(self) -> int:
+        """A place in the queue for one request; its retries keep it, so they go before requests sent later."""
+        with self._lock:
+            return next(self._tickets)
 
-        `avoid`: URLs this request already failed on; another server that is up is taken before them.
+    def acquire(self, stop: threading.Event | None = None, avoid: set[str] = frozenset(),
+                ticket: int | None = None) -> Server:
+        """A server for one request, its slot taken; waits, in ticket order, while every server that is up is full.
+
+        `avoid`: URLs this request already failed on; another free server is taken before them.
         """
-        with self._cond:
-            while True:
-                if stop is not None and stop.is_set():
-                    raise Cancelled("cancelled after another request failed")
-                server = self._pick(avoid)
-                if server is not None:
-                    server.in_flight += 1
-                    return server
-                self._cond.wait(0.5)
+        with self._lock:
+            waiter = _Waiter(next(self._tickets) if ticket is None else ticket, frozenset(avoid))
+            heapq.heappush(self._queue, waiter)
+            self._dispatch()
+        while not waiter.ready.wait(0.5):
+            if stop is not None and stop.is_set():
+                with self._lock:
+                    if waiter.server is None:
+                        self._queue.remove(waiter)
+                        heapq.heapify(self._queue)
+                        self._dispatch()
+                        raise Cancelled("cancelled after another request failed")
+        return waiter.server
+
+    def _dispatch(self) -> None:
+        """Give free slots to the waiting requests, first come first served (called with the lock held)."""
+        while self._queue:
+            head = self._queue[0]
+            server = self._pick(head.avoid)
+            if server is None:
+                return
+            heapq.heappop(self._queue)
+            server.in_flight += 1
+            head.server = server
+            head.ready.set()
 
     def _pick(self, avoid: set[str]) -> Server | None:
         up = [s for s in self.servers if s.up]
         if not up:                                      # all out: the one out longest, so retries decide
             return min(self.servers, key=lambda s: s.out_since)
-        up = [s for s in up if s.url not in avoid] or up
         free = [s for s in up if s.in_flight < s.limiter.limit]
         if not free:
             return None
+        free = [s for s in free if s.url not in avoid] or free
         n = len(self.servers)
         self._next = (self._next + 1) % n
         return min(free, key=lambda s: (s.in_flight, (self.servers.index(s) - self._next) % n))
 
     def done(self, server: Server, tokens: int, latency: float) -> None:
         """The request was answered: its tokens and latency feed the server's limiter."""
-        with self._cond:
+        with self._lock:
             full = server.in_flight >= server.limiter.limit
             server.in_flight -= 1
             server.requests += 1
             server.failures = 0
             server.limiter.done(tokens, latency, full)
-            self._cond.notify_all()
+            self._dispatch()
 
     def overloaded(self, server: Server) -> None:
         """The server said it is overloaded (429/503) or a request timed out: its limit backs off."""
-        with self._cond:
+        with self._lock:
             server.in_flight -= 1
             server.limiter.overloaded()
-            self._cond.notify_all()
+            self._dispatch()
 
     def failed(self, server: Server, reason: str, *, at_once: bool) -> None:
         """The server did not answer (`at_once`: the connection failed) or answered 5xx: out when it keeps on."""
-        with self._cond:
+        with self._lock:
             server.in_flight -= 1
             server.failures += 1
             if server.up and (at_once or server.failures >= FAILURES_TO_TAKE_OUT):
                 self._take_out(server, reason)
-            self._cond.notify_all()
+            self._dispatch()
 
     def release(self, server: Server) -> None:
         """The request ended in a way that says nothing about the server (a 4xx, a cancel)."""
-        with self._cond:
+        with self._lock:
             server.in_flight -= 1
-            self._cond.notify_all()
+            self._dispatch()
 
     def least_busy(self) -> Server:
         """The server that is up with the fewest requests in flight, no slot taken (for light calls: /tokenize)."""
-        with self._cond:
+        with self._lock:
             up = [s for s in self.servers if s.up]
             return min(up, key=lambda s: s.in_flight) if up else min(self.servers, key=lambda s: s.out_since)
 
     def take_out(self, server: Server, reason: str) -> None:
         """Take the server out now (a light call found it gone)."""
-        with self._cond:
+        with self._lock:
             if server.up:
                 self._take_out(server, reason)
+                self._dispatch()
 
     def others_up(self, server: Server) -> bool:
         """Whether another server is up to retry on at once (without a backoff)."""
-        with self._cond:
+        with self._lock:
             return any(s.up for s in self.servers if s is not server)
 
     # --- health --------------------------------------------------------------------------------
@@ -214,7 +252,7 @@ class ServerPool:
             thread.start()
         for thread in threads:
             thread.join()
-        with self._cond:
+        with self._lock:
             for server in self.servers:
                 if reasons[server.url] is not None:
                     self._take_out(server, reasons[server.url])
@@ -238,10 +276,10 @@ class ServerPool:
                 if self._closed.is_set():
                     return
                 if self._probe(server) is None:
-                    with self._cond:
+                    with self._lock:
                         server.up, server.reason, server.failures = True, "", 0
                         server.limiter.reset()
-                        self._cond.notify_all()
+                        self._dispatch()
                     self._on_change(f"{server.url} answers again: back in")
 
     def _take_out(self, server: Server, reason: str) -> None:
@@ -254,11 +292,11 @@ class ServerPool:
 
     def total_limit(self) -> int:
         """Requests the servers that are up take at once now (all servers when none is up)."""
-        with self._cond:
+        with self._lock:
             up = [s for s in self.servers if s.up] or self.servers
             return sum(s.limiter.limit for s in up)
 
     def summary(self) -> dict:
-        with self._cond:
+        with self._lock:
             return {"mode": "adaptive" if self.adaptive else "fixed",
                     "servers": [s.summary() for s in self.servers]}

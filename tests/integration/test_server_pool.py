@@ -7,11 +7,12 @@ mid-run. Two real vLLM servers run the same checks in test_server_pool_vllm.py.
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 
 import pytest
-from support.stub_server import StubServer, batching, overloading
+from support.stub_server import StubServer, batching, chat_answer, overloading
 from support.vllm_env import free_port
 
 from cai.engines.base import SamplingParams
@@ -180,3 +181,35 @@ def test_a_server_that_keeps_failing_is_taken_out(stubs):
     assert [c.text for c in out] == [str(i) for i in range(100)]
     assert state[1]["up"] is False and state[1]["reason"] == "HTTP 500: engine dead"
     assert broken.refused <= 3 + 16                 # out after 3 in a row; only what was already in flight
+
+
+def test_a_prompt_goes_to_its_next_stage_while_other_answers_still_run(stubs, tmp_path):
+    """No stage boundary on a server: critiques are sent while answers of the same batch are still running."""
+    from cai.generation.config import GenerateConfig
+    from cai.generation.job import run
+    from cai.generation.store import RunStore
+
+    spans: dict[int, list[tuple[float, float]]] = {1: [], 2: [], 3: []}     # by user turns: answer, critique, revise
+    rng = random.Random(0)
+
+    def answer(stub, body):
+        if "max_tokens" not in body:                        # /tokenize: a server without it, as most are
+            return 404, {"error": "not found"}
+        started = time.monotonic()
+        time.sleep(rng.uniform(0.01, 0.3))                  # replies of different lengths take different times
+        spans[sum(m["role"] == "user" for m in body["messages"])].append((started, time.monotonic()))
+        return 200, chat_answer(body["messages"][-1]["content"])
+
+    server = stubs(answer)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Question {i}?"}) + "\n" for i in range(100)))
+    result = run(GenerateConfig(constitution="constitution/hhh.yaml", prompts=str(prompts), model="m",
+                                engine="openai", out=str(tmp_path / "run"), rounds=1, few_shot=0,
+                                batch_size=100, base_url=[server.url], quiet=True, pairs=False))
+    assert (result.done, server.served) == (100, 300)
+    assert [len(spans[k]) for k in (1, 2, 3)] == [100, 100, 100]
+    last_answer = max(end for _, end in spans[1])
+    assert min(start for start, _ in spans[2]) < last_answer        # a critique went out before the last answer
+    records = list(RunStore(tmp_path / "run").iter_records())
+    assert sorted(r["id"] for r in records) == sorted(f"p{i}" for i in range(100))
+    assert all(r["rounds"][0]["critique"] and r["final_response"] for r in records)
