@@ -14,8 +14,7 @@ Every step is a `cai` command, run as a user would run it (wall time and peak RS
 1. reward model: `cai train reward` on train, `cai eval rm` on the held-out pairs (accuracy against
    50% chance, with published figures for scale).
 2. DPO: `cai train dpo` on train, `cai eval` of the policy against its start model on the held-out
-   prompts, with the step-1 reward model for the win rate (it has seen no eval prompt). The AI
-   judge is left out (`--no-judge`): on a CPU it costs more than the generation it judges.
+   prompts, with the step-1 reward model for the win rate (it has seen no eval prompt).
 3. online RL: `cai train grpo` from the start model, rewarded by the step-1 reward model, toxicity
    and refusals (recipes/small/grpo.yaml), then the same `cai eval`.
 4. `cai report WORK`: the before/after page.
@@ -164,7 +163,7 @@ def train_and_eval(args, steps: Steps, dataset: Path, harmful: Path, helpful: Pa
                          *model, *quick, *extra], output=work / kind / ".cai-complete")
         steps.run(f"{kind}-eval", ["eval", "--adapter", work / kind, "--prompts", harmful, "--helpful-prompts", helpful,
                                    "--reward-model", work / "reward", "--max-new-tokens", args.max_new_tokens,
-                                   "--seed", args.seed, "--out", work / f"eval-{kind}", "--quiet", "--no-judge",
+                                   "--seed", args.seed, "--out", work / f"eval-{kind}", "--quiet",
                                    *(QUICK["eval"] if args.quick else [])],
                   output=work / f"eval-{kind}" / "metrics.json")
     steps.run("report", ["report", work, "--no-score"], output=work / "report.html")

@@ -32,7 +32,8 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import chain
+from itertools import chain, compress, repeat, takewhile
+from operator import itemgetter
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -168,21 +169,20 @@ def load_quality_rules(path: str | Path | None = None, skip: Iterable[str] = ())
 # ----------------------------------------------------------------------------- text helpers
 
 # Apostrophes are dropped ("can't" -> "cant") and every other character that is not a letter or a
-# digit becomes a space. ASCII text goes through bytes.translate, a table lookup in C, which keeps
-# the rules far cheaper than a classifier (bench/quality_rules.py).
+# digit becomes a space. ASCII text goes through bytes.translate, a table lookup in C that lower-cases
+# too, which keeps the rules far cheaper than a classifier (bench/quality_rules.py).
 _APOSTROPHE_CHARS = "'\u2018\u2019\u02bc"
 _NORMAL = str.maketrans({c: ("" if chr(c) in _APOSTROPHE_CHARS else " ") for c in range(0x2070)
                          if not chr(c).isalnum()})
-_ASCII = bytes(c if chr(c).isalnum() else ord(" ") for c in range(256))
+_ASCII = bytes(ord(chr(c).lower()) if chr(c).isalnum() else ord(" ") for c in range(128)) + b" " * 128
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 
 def words(text: str) -> list[str]:
     """Lower-cased words without punctuation: the normal form every rule compares."""
-    text = text.lower()
     if text.isascii():
         return text.encode().translate(_ASCII, b"'").decode().split()
-    return text.translate(_NORMAL).split()
+    return text.lower().translate(_NORMAL).split()
 
 
 def ngrams(tokens: list[str], n: int, step: int = 1) -> list[tuple[str, ...]]:
@@ -263,6 +263,7 @@ class CopySources:
         self._step = max(1, min_words // 2)
         self._probe = frozenset(g for text in texts.values()
                                 for g in ngrams(words(text), min_words - self._step + 1))
+        self._probe_at = [slice(i, None, self._step) for i in range(min_words - self._step + 1)]
 
     @classmethod
     def from_constitution(cls, constitution, templates=None, min_words: int = FewShotCopyRule().min_words):
@@ -288,13 +289,22 @@ class CopySources:
             self._shorter[min_words] = CopySources(self.texts, min_words)
         return self._shorter[min_words]
 
+    def _run(self, tokens: list[str], i: int, asked: set) -> int:
+        """How many n-grams in a row from word i are a source's and not in `asked`, looked up in C (a copy is long)."""
+        grams = list(takewhile(self.grams.__contains__, zip(*[tokens[i + m:] for m in range(self.min_words)])))
+        if asked:
+            in_prompt = list(map(asked.__contains__, grams))
+            if True in in_prompt:
+                return in_prompt.index(True)
+        return len(grams)
+
     def longest_copy(self, text: str | Text, prompt: str | Text = "") -> tuple[str, str] | None:
         """(copied words, source) of the longest run shared with a source, ignoring words the prompt holds."""
         n, step = self.min_words, self._step
         tokens = _as_text(text).words
+        if self._probe.isdisjoint(zip(*map(tokens.__getitem__, self._probe_at))):
+            return None                              # the common case, kept to C: no probe is a source's
         probes = ngrams(tokens, n - step + 1, step)
-        if self._probe.isdisjoint(probes):
-            return None
         asked: set | None = None
 
         def shared(i: int) -> bool:
@@ -312,16 +322,15 @@ class CopySources:
         # Each run of shared n-grams holds a probe hit: grow a run from the n-grams around each hit.
         start = count = 0
         done = -1                                    # runs are found left to right; skip what one covered
-        for k, probe in enumerate(probes):
-            if probe not in self._probe:
+        for k in compress(range(len(probes)), map(self._probe.__contains__, probes)):
+            if k * step <= done:
                 continue
             for i in range(max(k * step - (step - 1), done + 1), k * step + 1):
                 if shared(i):
                     first, last = i, i
                     while shared(first - 1):
                         first -= 1
-                    while shared(last + 1):
-                        last += 1
+                    last += self._run(tokens, last + 1, asked)
                     done = last
                     if last - first + 1 > count:
                         start, count = first, last - first + 1
@@ -337,13 +346,17 @@ class CopySources:
 
 # ----------------------------------------------------------------------------- critique echo
 
-def echo_share(chosen: str | Text, critique: str | Text, rejected: str | Text = "") -> float:
-    """Share of the chosen's distinct word 3-grams that come from the critique, not from the rejected text it quotes."""
+def echo_share(chosen: str | Text, critique: str | Text, rejected: str | Text = "", at_least: float = 0.0) -> float:
+    """Share of the chosen's distinct word 3-grams that come from the critique, not from the rejected text it quotes.
+
+    A share under `at_least` before the rejected's 3-grams are taken out is returned as it is: taking them out
+    only lowers it, so a rule comparing it with `at_least` decides the same without making them.
+    """
     grams = _as_text(chosen).trigrams
     if not grams:
         return 0.0
     shared = grams.intersection(_as_text(critique).trigram_stream())
-    if shared:
+    if shared and len(shared) / len(grams) >= at_least:
         shared -= _as_text(rejected).trigrams
     return len(shared) / len(grams)
 
@@ -401,13 +414,13 @@ def phrase_loop(text: str | Text, rule: RepetitionLoopRule) -> str | None:
     """
     raw = _as_text(text).raw
     n, k = rule.phrase_words, rule.phrase_repeats
-    if raw.count(". ") + raw.count("\n") + raw.count("! ") + raw.count("? ") < k - 1:
-        return None
     # Sentences split with str methods (C speed); their first words compared as written, lower-cased.
     parts = raw.lower().replace("\n", ". ").replace("! ", ". ").replace("? ", ". ").split(". ")
     if len(parts) < k:
         return None
-    openings = [tuple(part.split(None, n)[:n]) for part in parts]
+    openings = list(map(itemgetter(slice(n)), map(str.split, parts, repeat(None), repeat(n))))
+    if not any(map(list.__eq__, openings, openings[1:])):
+        return None                          # no two sentences in a row open alike (all checked in C)
     for i in range(len(openings) - k + 1):
         if len(openings[i]) == n and openings[i:i + k].count(openings[i]) == k:
             return f"\u201c{' '.join(words(' '.join(openings[i])))}\u201d opens {k} sentences in a row"
@@ -587,17 +600,24 @@ def content_stems(text: str | Text | list[str]) -> set[str]:
     """Stems of the words that carry a subject (no stop words, no short words)."""
     if not isinstance(text, list):
         return _as_text(text).stems
+    stems = set(map(_STEMS.get, text))         # one lookup in C per word; None marks a word not seen yet
+    if None in stems:
+        stems = _stem_new(text)
+    stems.discard("")
+    return stems
+
+
+def _stem_new(text: list[str]) -> set[str]:
+    """The stems of `text`, after adding its unseen words to the stem table (kept under 500,000 words)."""
     unique = set(text)
-    new = unique.difference(_STEMS)            # stems are looked up in C; only unseen words are stemmed
+    new = unique.difference(_STEMS)
     if len(_STEMS) + len(new) > 500_000:
         _STEMS.clear()
         _STEMS.update(dict.fromkeys(STOPWORDS, ""))
         new = unique.difference(_STEMS)
     for word in new:
         _STEMS[word] = _stem(word)
-    stems = set(map(_STEMS.__getitem__, unique))
-    stems.discard("")
-    return stems
+    return set(map(_STEMS.__getitem__, unique))
 
 
 def topic_overlap(prompt: str | Text, text: str | Text) -> float | None:
@@ -624,27 +644,40 @@ class Topics:
     run where no chosen leaves its prompt never pays for it.
     """
 
-    def __init__(self, conversations: dict[str, tuple[str, str]]):
-        """`conversations`: key -> (what it is about, shown in the evidence; its text)."""
+    def __init__(self, conversations: dict[str, tuple[str, tuple[str, ...]]]):
+        """`conversations`: key -> (what it is about, shown in the evidence; its texts, its question first)."""
         self.conversations = conversations
+        self._questions: dict[str, Text] = {}
 
     @classmethod
     def from_rows(cls, rows: Iterable[dict], constitution=None) -> Topics:
-        conversations: dict[str, tuple[str, str]] = {}
+        conversations: dict[str, tuple[str, tuple[str, ...]]] = {}
         for d, dialogue in enumerate(getattr(constitution, "few_shot", None) or [], 1):
             turns = [turn.content for turn in dialogue]
-            conversations[f"few-shot {d}"] = (f"few-shot dialogue {d}", "\n".join(turns[:2] + turns[-1:]))
+            conversations[f"few-shot {d}"] = (f"few-shot dialogue {d}", tuple(turns[:2] + turns[-1:]))
         for row in rows:
             key = str(row.get("generation_id") or row.get("pair_id") or len(conversations))
             if key not in conversations:
-                asked = user_turns(row.get("prompt"))
-                conversations[key] = ("another prompt", f"{asked}\n{_text(row.get('rejected'))}")
+                conversations[key] = ("another prompt", (user_turns(row.get("prompt")), _text(row.get("rejected"))))
         return cls(conversations)
+
+    def question(self, raw: str) -> Text:
+        """The parsed question `raw`, shared by the index and every pair asking it (questions are short and repeat)."""
+        text = self._questions.get(raw)
+        if text is None:
+            text = self._questions[raw] = Text(raw)
+        return text
+
+    def _stems(self, texts: tuple[str, ...]) -> set[str]:
+        """Subject words of a conversation: its question's parsed once for the run, the rest as read."""
+        if not texts:
+            return set()
+        return self.question(texts[0]).stems.union(*(content_stems(words(text)) for text in texts[1:]))
 
     @cached_property
     def specific(self) -> dict[str, list[str]]:
         """Subject word -> the conversations holding it, for words few conversations hold."""
-        stems = {key: content_stems(words(text)) for key, (_, text) in self.conversations.items()}
+        stems = {key: self._stems(texts) for key, (_, texts) in self.conversations.items()}
         # A word many conversations hold ("think", "people", "question") says nothing about which one a text
         # is about: only words of at most three conversations, or 1% of them in a large run, are compared.
         # (At two, one unrelated prompt sharing a subject word with the one a text drifted to hid the drift.)
@@ -659,8 +692,8 @@ class Topics:
 
     def label(self, key: str) -> str:
         """What conversation `key` is, as the evidence shows it: its kind and the gist of its first line."""
-        kind, text = self.conversations[key]
-        first_line = text.split("\n", 1)[0]
+        kind, texts = self.conversations[key]
+        first_line = (texts[0] if texts else "").split("\n", 1)[0]
         return f"{kind} (\u201c{_gist(first_line)}\u201d)"
 
     def closest(self, stems: set[str], exclude: str = "") -> tuple[str, int]:
@@ -732,30 +765,49 @@ class _Pair:
     def critiques(self) -> list[str]:
         return [c for c in self.row.get("critiques") or [self.row.get("critic_response") or ""] if c]
 
+    @cached_property
+    def critique_texts(self) -> list[Text]:
+        return [Text(c) for c in self.critiques]
+
+    @cached_property
+    def context(self) -> Text:
+        """The critiques as one text (the rest of its own conversation); one critique's parse is reused."""
+        texts = self.critique_texts
+        return texts[0] if len(texts) == 1 else Text(" ".join(self.critiques))
+
+    @cached_property
+    def asked(self) -> Text:
+        """Every user turn of the prompt (its subject), parsed once for the run when the run's topics are known."""
+        raw = user_turns(self.row.get("prompt"))
+        if raw == self.prompt.raw:
+            return self.prompt
+        return self.topics.question(raw) if self.topics else Text(raw)
+
 
 NOTHING: tuple = ()
 
 
+# The rules reading both texts yield the chosen's finding first, so the pairs filter, which stops at the first
+# finding, never reads the rejected text of a pair whose chosen already broke the rule.
+
 def _copy(pair: _Pair, rule: FewShotCopyRule):
     if pair.sources is None:
-        return NOTHING
-    found = []
+        return
     for field in ("chosen", "rejected"):
         copy = pair.sources.longest_copy(getattr(pair, field), pair.prompt)
         if copy:
-            found.append((field, f"\u201c{copy[0]}\u201d ({len(copy[0].split())} words, {copy[1]})"))
-    return found
+            yield field, f"\u201c{copy[0]}\u201d ({len(copy[0].split())} words, {copy[1]})"
 
 
 def _echo(pair: _Pair, rule: CritiqueEchoRule):
-    share = max((echo_share(pair.chosen, c, pair.rejected) for c in pair.critiques), default=0.0)
+    share = max((echo_share(pair.chosen, c, pair.rejected, rule.max_share) for c in pair.critique_texts), default=0.0)
     if share >= rule.max_share:
         return (("chosen", f"{share:.0%} of its 3-word phrases come from the critique"),)
     return NOTHING
 
 
 def _loop(pair: _Pair, rule: RepetitionLoopRule):
-    return [(field, found) for field in ("chosen", "rejected") if (found := loop_evidence(getattr(pair, field), rule))]
+    return ((field, found) for field in ("chosen", "rejected") if (found := loop_evidence(getattr(pair, field), rule)))
 
 
 def _meta(pair: _Pair, rule: MetaCommentRule):
@@ -770,9 +822,8 @@ def _off_topic(pair: _Pair, rule: OffTopicRule):
     similarity = None
     if "chosen_prompt_similarity" in row and "rejected_prompt_similarity" in row:
         similarity = (row["chosen_prompt_similarity"], row["rejected_prompt_similarity"])
-    found = off_topic(Text(user_turns(row.get("prompt"))), pair.chosen, pair.rejected, rule, similarity,
-                      topics=pair.topics, own=str(row.get("generation_id") or row.get("pair_id") or ""),
-                      context=" ".join(pair.critiques))
+    found = off_topic(pair.asked, pair.chosen, pair.rejected, rule, similarity, topics=pair.topics,
+                      own=str(row.get("generation_id") or row.get("pair_id") or ""), context=pair.context)
     return (("chosen", found),) if found else NOTHING
 
 
@@ -805,7 +856,9 @@ def flags(row: dict, rules: QualityRules, sources: CopySources | None = None, *,
     `sources` (the run's constitution texts) turns on the few-shot-copy and rejected-kept
     rules, `topics` (the run's other conversations) the off-topic rule.
     """
-    pair = _Pair(row, *(Text(_text(row.get(k))) for k in ("prompt", "chosen", "rejected")), sources, topics)
+    prompt = _text(row.get("prompt"))
+    pair = _Pair(row, topics.question(prompt) if topics else Text(prompt),
+                 *(Text(_text(row.get(k))) for k in ("chosen", "rejected")), sources, topics)
     found: list[Flag] = []
     for name, field, check in CHECKS:
         rule = getattr(rules, field)
