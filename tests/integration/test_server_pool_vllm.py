@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import signal
 import threading
 import time
@@ -22,7 +23,11 @@ def two_servers(request, tmp_path_factory):
     if importlib.util.find_spec("vllm") is None:
         pytest.skip("vllm is not installed (pip install -e '.[vllm]')")
     model_dir = str(request.getfixturevalue("tiny_vllm_model_dir"))
-    started = [start_server(model_dir, tmp_path_factory.mktemp(f"vllm-server-{k}")) for k in "ab"]
+    # One core each: two vLLM CPU servers that both bind their threads to every core starve one another (one
+    # answered 8 requests while the other answered 88), which no balancing can undo.
+    cores = ["0", "1"] if len(os.sched_getaffinity(0)) >= 2 else [None, None]
+    started = [start_server(model_dir, tmp_path_factory.mktemp(f"vllm-server-{k}"), cores=c)
+               for k, c in zip("ab", cores)]
     try:
         for proc, url, log_file in started:
             wait_healthy(proc, url.removesuffix("/v1") + "/health", log_file, timeout=300)
@@ -76,9 +81,7 @@ def test_a_run_is_balanced_over_two_servers_and_finishes_on_one_when_the_other_d
     thread.join(600)
 
     summary = result["summary"]
-    # Both served while both lived. Least-outstanding balancing gives a faster server more: on 2 shared cores
-    # one server may answer twice as fast as the other, so the shares are bounded, not equal.
-    assert at_kill["b"] >= 20 and min(at_kill.values()) >= 0.2 * sum(at_kill.values()), at_kill
+    assert at_kill["b"] >= 20 and 0.5 <= at_kill["a"] / at_kill["b"] <= 2, at_kill    # balanced while both lived
     assert (summary.done, summary.failed) == (n, 0)                                      # finished on the other
     ids = [r["id"] for r in RunStore(tmp_path / "run").iter_records()]
     assert sorted(ids) == sorted(f"p{i}" for i in range(n))                             # each prompt once

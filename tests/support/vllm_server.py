@@ -15,13 +15,16 @@ import pytest
 from support.vllm_env import free_port, vllm_env
 
 
-def start_server(model_dir: str, cache: Path, *args: str, name: str = "tiny", max_model_len: int = 512) -> tuple:
-    """Popen a vLLM server in its own process group (eager, prefix caching, `args` added); returns (process, base
-    URL ending in /v1, log file)."""
+def start_server(model_dir: str, cache: Path, *args: str, name: str = "tiny", max_model_len: int = 512,
+                 cores: str | None = None) -> tuple:
+    """Popen a vLLM server in its own process group (eager, prefix caching, `args` added; `cores`: pinned to them
+    with taskset); returns (process, base URL ending in /v1, log file)."""
     port = free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
            "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port),
            "--enforce-eager", "--max-model-len", str(max_model_len), "--enable-prefix-caching", *args]
+    if cores is not None:
+        cmd = ["taskset", "-c", cores, *cmd]
     env = {**os.environ, **vllm_env(cache), "VLLM_CPU_KVCACHE_SPACE": "1"}
     log_file = cache / "server.log"
     with open(log_file, "w") as log:
