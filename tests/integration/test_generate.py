@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from support import cli
+from support.runs import numbered_prompts, resume_completes, run_records, wait_for
 from typer.testing import CliRunner
 
 from cai.cli.main import app
@@ -21,32 +21,15 @@ CAI = [sys.executable, "-m", "cai.cli.main"]
 HHH = "constitution/hhh.yaml"
 
 
-def _prompts(tmp_path: Path, n: int) -> Path:
-    path = tmp_path / "prompts.jsonl"
-    topics = ["bread", "locks", "taxes", "gardening", "chess", "poems", "rust", "tea", "maps", "knots", "owls", "clay"]
-    with open(path, "w") as fh:
-        for i in range(n):
-            fh.write(json.dumps({"id": f"q{i:02d}", "prompt": f"Tell me about {topics[i % 12]} ({i}).",
-                                 "category": "test"}) + "\n")
-    return path
-
-
 def _args(model, prompts, out, *extra):
     return ["generate", "--constitution", HHH, "--prompts", str(prompts), "--model", str(model),
             "--out", str(out), "--max-new-tokens", "6", "--few-shot", "1", *extra]
 
 
-def _records(run) -> dict[str, dict]:
-    rows = list(RunStore(run).iter_records())
-    ids = [r["id"] for r in rows]
-    assert len(ids) == len(set(ids)), "duplicated ids"
-    return {r["id"]: r for r in rows}
-
-
 def test_records_follow_the_schema_and_each_stage_is_one_call_per_batch(tmp_path, tiny_model_dir):
-    prompts = _prompts(tmp_path, 6)
+    prompts = numbered_prompts(tmp_path, 6)
     cli(_args(tiny_model_dir, prompts, tmp_path / "run", "--rounds", "2", "--batch-size", "4"))
-    records = _records(tmp_path / "run")
+    records = run_records(tmp_path / "run")
     assert sorted(records) == [f"q{i:02d}" for i in range(6)]
     r = records["q03"]
     assert r["prompt"] == "Tell me about gardening (3)." and r["category"] == "test"
@@ -71,28 +54,19 @@ def test_records_follow_the_schema_and_each_stage_is_one_call_per_batch(tmp_path
 
 
 def test_same_seed_and_greedy_give_the_same_records(tmp_path, tiny_model_dir):
-    prompts = _prompts(tmp_path, 3)
+    prompts = numbered_prompts(tmp_path, 3)
     cli(_args(tiny_model_dir, prompts, tmp_path / "a", "--rounds", "1"))
     cli(_args(tiny_model_dir, prompts, tmp_path / "b", "--rounds", "1", "--batch-size", "1"))
-    assert _records(tmp_path / "a") == _records(tmp_path / "b")
-
-
-def _wait_for(predicate, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+    assert run_records(tmp_path / "a") == run_records(tmp_path / "b")
 
 
 def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path, tiny_model_dir):
-    prompts = _prompts(tmp_path, 10)
+    prompts = numbered_prompts(tmp_path, 10)
     run = tmp_path / "run"
     args = CAI + _args(tiny_model_dir, prompts, run, "--rounds", "1", "--batch-size", "2", "--quiet")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        assert _wait_for(lambda: len(RunStore(run).done_ids()) >= 2), "first batch never landed"
+        assert wait_for(lambda: len(RunStore(run).done_ids()) >= 2), "first batch never landed"
         # While it runs, a second process on the same run is refused.
         second = subprocess.run(args, capture_output=True, text=True)
         assert second.returncode == 2 and f"in use by pid {proc.pid}" in second.stderr
@@ -100,24 +74,17 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path, tiny_model_d
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
-    partial = RunStore(run).done_ids()
-    assert 2 <= len(partial) < 10
-    resumed = subprocess.run(args, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    summary = json.loads(resumed.stdout.splitlines()[-1])
-    assert summary["skipped_done"] == len(partial) and summary["done"] == 10 - len(partial)
-    records = _records(run)
-    assert sorted(records) == [f"q{i:02d}" for i in range(10)]
+    records = resume_completes(args, run, 10)
 
     cli(_args(tiny_model_dir, prompts, tmp_path / "straight", "--rounds", "1", "--batch-size", "2"))
-    assert records == _records(tmp_path / "straight")
+    assert records == run_records(tmp_path / "straight")
 
 
 def test_changed_settings_are_refused_unless_force_new(tmp_path, tiny_model_dir):
-    prompts = _prompts(tmp_path, 2)
+    prompts = numbered_prompts(tmp_path, 2)
     cli(_args(tiny_model_dir, prompts, tmp_path / "run", "--rounds", "1"))
     again = CliRunner().invoke(app, _args(tiny_model_dir, prompts, tmp_path / "run", "--rounds", "1"))
-    assert again.exit_code == 0 and len(_records(tmp_path / "run")) == 2     # resume: nothing to do
+    assert again.exit_code == 0 and len(run_records(tmp_path / "run")) == 2     # resume: nothing to do
     changed = CliRunner().invoke(app, _args(tiny_model_dir, prompts, tmp_path / "run", "--rounds", "1",
                                             "--constitution", "constitution/harmless.yaml"))
     assert changed.exit_code == 2
@@ -125,7 +92,7 @@ def test_changed_settings_are_refused_unless_force_new(tmp_path, tiny_model_dir)
     cli(_args(tiny_model_dir, prompts, tmp_path / "run", "--rounds", "1",
                   "--constitution", "constitution/harmless.yaml", "--force-new"))
     [previous] = list((tmp_path / "run" / "previous").iterdir())
-    assert len(_records(tmp_path / "run")) == 2
+    assert len(run_records(tmp_path / "run")) == 2
     # each run keeps the constitution it was made with
     assert "name: hhh" in (previous / "snapshot" / "constitution.yaml").read_text()
     assert (tmp_path / "run" / "snapshot" / "constitution.yaml").read_text() == \
@@ -134,14 +101,14 @@ def test_changed_settings_are_refused_unless_force_new(tmp_path, tiny_model_dir)
 
 
 def test_shards_merged_equal_one_run(tmp_path, tiny_model_dir):
-    prompts = _prompts(tmp_path, 8)
+    prompts = numbered_prompts(tmp_path, 8)
     cli(_args(tiny_model_dir, prompts, tmp_path / "all", "--rounds", "1"))
     for i in range(2):
         cli(_args(tiny_model_dir, prompts, tmp_path / f"s{i}", "--rounds", "1", "--shard", f"{i}/2"))
-    s0, s1 = _records(tmp_path / "s0"), _records(tmp_path / "s1")
+    s0, s1 = run_records(tmp_path / "s0"), run_records(tmp_path / "s1")
     assert s0 and s1 and not set(s0) & set(s1)
     cli(["data", "merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "merged")])
-    assert _records(tmp_path / "merged") == _records(tmp_path / "all")
+    assert run_records(tmp_path / "merged") == run_records(tmp_path / "all")
     assert (tmp_path / "merged" / "snapshot" / "constitution.yaml").read_text() == Path(HHH).read_text()
     other = tmp_path / "other"
     cli(_args(tiny_model_dir, prompts, other, "--rounds", "1", "--seed", "5", "--limit", "1"))
@@ -170,7 +137,8 @@ def test_an_engine_fault_is_retried_then_recorded_as_failed(tmp_path, tiny_model
     original = registry.create_engine
     registry.create_engine = lambda name, path, **kw: Flaky(path, **kw)
     try:
-        summary = run(GenerateConfig(constitution=HHH, prompts=str(_prompts(tmp_path, 3)), model=str(tiny_model_dir),
+        summary = run(GenerateConfig(constitution=HHH, prompts=str(numbered_prompts(tmp_path, 3)),
+                                     model=str(tiny_model_dir),
                                      out=str(tmp_path / "run"), rounds=1, max_new_tokens=4, few_shot=1,
                                      batch_size=1, quiet=True))
     finally:
@@ -178,7 +146,7 @@ def test_an_engine_fault_is_retried_then_recorded_as_failed(tmp_path, tiny_model
     assert summary.done == 2 and summary.failed == 1
     failed = [json.loads(x) for x in (tmp_path / "run" / "failed.jsonl").read_text().splitlines()]
     assert [f["id"] for f in failed] == ["q01"] and "device lost" in failed[0]["error"]
-    assert sorted(_records(tmp_path / "run")) == ["q00", "q02"]
+    assert sorted(run_records(tmp_path / "run")) == ["q00", "q02"]
 
 
 @pytest.mark.parametrize("extra,expected", [
@@ -189,7 +157,7 @@ def test_an_engine_fault_is_retried_then_recorded_as_failed(tmp_path, tiny_model
     (["--constitution", "README.md"], "README.md"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, tiny_model_dir, extra, expected):
-    args = _args(tiny_model_dir, _prompts(tmp_path, 1), tmp_path / "run") + extra
+    args = _args(tiny_model_dir, numbered_prompts(tmp_path, 1), tmp_path / "run") + extra
     proc = subprocess.run(CAI + args, capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr and "Traceback" not in proc.stderr
@@ -201,7 +169,7 @@ def test_the_embedded_model_runs_the_whole_loop(tmp_path, embedded_model_cache, 
     monkeypatch.setenv("CAI_CACHE_DIR", str(embedded_model_cache))
     cli(["generate", "--constitution", HHH, "--prompts", "data/helpful.jsonl", "--limit", "2",
              "--rounds", "1", "--max-new-tokens", "12", "--few-shot", "1", "--out", str(tmp_path / "run")])
-    records = _records(tmp_path / "run")
+    records = run_records(tmp_path / "run")
     assert len(records) == 2
     for r in records.values():
         assert r["model"].startswith("SmolLM2-135M-Instruct")
@@ -214,6 +182,7 @@ def test_a_model_too_large_for_memory_is_refused_before_loading(tmp_path):
     (huge / "config.json").write_text(json.dumps({
         "model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 128256, "hidden_size": 16384,
         "intermediate_size": 53248, "num_hidden_layers": 126, "num_attention_heads": 128, "num_key_value_heads": 8}))
-    proc = subprocess.run(CAI + _args(huge, _prompts(tmp_path, 1), tmp_path / "run"), capture_output=True, text=True)
+    proc = subprocess.run(CAI + _args(huge, numbered_prompts(tmp_path, 1), tmp_path / "run"), capture_output=True,
+                          text=True)
     assert proc.returncode == 2 and "GiB" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "generations").exists()

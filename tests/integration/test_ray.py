@@ -11,11 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from support import REPO, cli
+from support.runs import numbered_prompts, resume_completes, run_records, wait_for
 
 ray = pytest.importorskip("ray", reason="needs ray: pip install -e '.[ray]' (make test installs it)")
 
@@ -37,37 +37,13 @@ def cluster():
         ray.shutdown()
 
 
-def _prompts(tmp_path: Path, n: int) -> Path:
-    path = tmp_path / "prompts.jsonl"
-    topics = ["bread", "locks", "taxes", "gardening", "chess", "poems", "rust", "tea", "maps", "knots", "owls", "clay"]
-    path.write_text("".join(json.dumps({"id": f"q{i:02d}", "prompt": f"Tell me about {topics[i % 12]} ({i}).",
-                                        "category": "test"}) + "\n" for i in range(n)))
-    return path
-
-
 def _args(model, prompts, out, *extra):
     return ["generate", "--constitution", HHH, "--prompts", str(prompts), "--model", str(model), "--out", str(out),
             "--few-shot", "1", "--no-pairs", *extra]
 
 
-def _records(run) -> dict[str, dict]:
-    rows = list(RunStore(run).iter_records())
-    ids = [r["id"] for r in rows]
-    assert len(ids) == len(set(ids)), "a prompt was written twice"
-    return {r["id"]: r for r in rows}
-
-
 def _manifest(run) -> dict:
     return json.loads((Path(run) / "manifest.json").read_text())
-
-
-def _wait_for(predicate, timeout=300.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_two_replicas_of_the_embedded_model_write_what_a_local_run_writes(tmp_path, cluster, embedded_model_dir):
@@ -78,7 +54,7 @@ def test_two_replicas_of_the_embedded_model_write_what_a_local_run_writes(tmp_pa
          *common])
     result = cli(["generate", "-c", HHH, "--model", model, "--out", tmp_path / "ray", "--few-shot", "1", "--no-pairs",
                   "--ray", "--replicas", "2", "--quiet", *common])
-    local, spread = _records(tmp_path / "local"), _records(tmp_path / "ray")
+    local, spread = run_records(tmp_path / "local"), run_records(tmp_path / "ray")
     assert len(spread) == 4 and spread == local             # greedy: text for text
 
     manifest = _manifest(tmp_path / "ray")
@@ -96,15 +72,15 @@ def test_two_replicas_of_the_embedded_model_write_what_a_local_run_writes(tmp_pa
 
 
 def test_a_run_moves_between_local_and_ray_and_keeps_the_same_records(tmp_path, cluster, tiny_model_dir):
-    prompts = _prompts(tmp_path, 8)
+    prompts = numbered_prompts(tmp_path, 8)
     flags = ("--rounds", "1", "--max-new-tokens", "8", "--batch-size", "2")
     cli(_args(tiny_model_dir, prompts, tmp_path / "local", *flags))
     cli(_args(tiny_model_dir, prompts, tmp_path / "a", *flags, "--limit", "4", "--ray"))      # Ray, then local
     cli(_args(tiny_model_dir, prompts, tmp_path / "a", *flags))
     cli(_args(tiny_model_dir, prompts, tmp_path / "b", *flags, "--limit", "4"))              # local, then Ray
     cli(_args(tiny_model_dir, prompts, tmp_path / "b", *flags, "--ray"))
-    local = _records(tmp_path / "local")
-    assert len(local) == 8 and _records(tmp_path / "a") == local and _records(tmp_path / "b") == local
+    local = run_records(tmp_path / "local")
+    assert len(local) == 8 and run_records(tmp_path / "a") == local and run_records(tmp_path / "b") == local
     assert _manifest(tmp_path / "a")["ray"] is None and len(_manifest(tmp_path / "b")["ray"]["replicas"]) == 2
 
 
@@ -127,18 +103,18 @@ def _locked_by_another_process(run: Path) -> bool:
 
 
 def test_a_killed_replica_stops_nothing_and_every_prompt_is_written_once(tmp_path, cluster, tiny_model_dir):
-    prompts, run = _prompts(tmp_path, 40), tmp_path / "run"
+    prompts, run = numbered_prompts(tmp_path, 40), tmp_path / "run"
     proc = subprocess.Popen(_driver(cluster, tiny_model_dir, prompts, run), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        assert _wait_for(lambda: len(RunStore(run).done_ids()) >= 2), "no batch landed"
+        assert wait_for(lambda: len(RunStore(run).done_ids()) >= 2, timeout=300.0), "no batch landed"
         victim = _manifest(run)["ray"]["replicas"][0]["pid"]
         os.kill(victim, signal.SIGKILL)
         out, err = proc.communicate(timeout=600)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert sorted(_records(run)) == [f"q{i:02d}" for i in range(40)]
+    assert sorted(run_records(run)) == [f"q{i:02d}" for i in range(40)]
     assert not (run / "failed.jsonl").exists() or not (run / "failed.jsonl").read_text().strip()
     manifest = _manifest(run)["ray"]
     assert manifest["deaths"] == 1 and manifest["replicas_started"] == 3
@@ -147,22 +123,16 @@ def test_a_killed_replica_stops_nothing_and_every_prompt_is_written_once(tmp_pat
 
 
 def test_a_driver_killed_with_sigkill_resumes_with_nothing_lost_or_doubled(tmp_path, cluster, tiny_model_dir):
-    prompts, run = _prompts(tmp_path, 40), tmp_path / "run"
+    prompts, run = numbered_prompts(tmp_path, 40), tmp_path / "run"
     args = _driver(cluster, tiny_model_dir, prompts, run)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        assert _wait_for(lambda: len(RunStore(run).done_ids()) >= 2), "no batch landed"
+        assert wait_for(lambda: len(RunStore(run).done_ids()) >= 2, timeout=300.0), "no batch landed"
         assert _locked_by_another_process(run) and (run / "run.lock").read_text() == str(proc.pid)
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
-    partial = RunStore(run).done_ids()
-    assert 2 <= len(partial) < 40
-    resumed = subprocess.run(args, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    summary = json.loads(resumed.stdout.splitlines()[-1])
-    assert summary["skipped_done"] == len(partial) and summary["done"] == 40 - len(partial)
-    assert sorted(_records(run)) == [f"q{i:02d}" for i in range(40)]
+    resume_completes(args, run, 40)
     assert not _locked_by_another_process(run)                  # the resumed driver took the lock and let it go
 
 
@@ -187,7 +157,7 @@ def test_a_prompt_that_kills_replicas_is_failed_with_the_reason_and_the_rest_is_
     from cai.generation.job import run
     from cai.generation.ray_replicas import RayBatches
 
-    prompts = _prompts(tmp_path, 8)
+    prompts = numbered_prompts(tmp_path, 8)
     lines = prompts.read_text().splitlines()
     lines[5] = json.dumps({"id": "q05", "prompt": "POISON: this one crashes the engine."})
     prompts.write_text("\n".join(lines) + "\n")
@@ -196,7 +166,7 @@ def test_a_prompt_that_kills_replicas_is_failed_with_the_reason_and_the_rest_is_
                                  out=str(tmp_path / "run"), few_shot=1, rounds=1, max_new_tokens=8, batch_size=4,
                                  ray="local", quiet=True))
     assert summary.done == 7 and summary.failed == 1
-    assert sorted(_records(tmp_path / "run")) == [f"q{i:02d}" for i in range(8) if i != 5]
+    assert sorted(run_records(tmp_path / "run")) == [f"q{i:02d}" for i in range(8) if i != 5]
     failed = [json.loads(line) for line in (tmp_path / "run" / "failed.jsonl").read_text().splitlines()]
     assert [f["id"] for f in failed] == ["q05"]
     assert failed[0]["error"].startswith("the Ray replica running it died 2 times (last: pid ")
@@ -206,7 +176,7 @@ def test_a_prompt_that_kills_replicas_is_failed_with_the_reason_and_the_rest_is_
 
 def test_the_judge_spreads_over_replicas_and_labels_as_it_does_locally(tmp_path, cluster, tiny_model_dir):
     run = tmp_path / "run"
-    cli(_args(tiny_model_dir, _prompts(tmp_path, 6), run, "--rounds", "1", "--max-new-tokens", "8"))
+    cli(_args(tiny_model_dir, numbered_prompts(tmp_path, 6), run, "--rounds", "1", "--max-new-tokens", "8"))
     labels = {}
     for name, extra in (("local", []), ("ray", ["--ray", "--replicas", "2"])):
         out = tmp_path / name
@@ -227,7 +197,7 @@ def test_the_judge_spreads_over_replicas_and_labels_as_it_does_locally(tmp_path,
                                   "has that many (the largest has 2; 2 in all on 1 nodes)"),
 ])
 def test_a_replica_the_cluster_cannot_hold_is_one_line(tmp_path, cluster, tiny_model_dir, extra, line):
-    result = cli(_args(tiny_model_dir, _prompts(tmp_path, 2), tmp_path / "run", "--ray", *extra), code=2)
+    result = cli(_args(tiny_model_dir, numbered_prompts(tmp_path, 2), tmp_path / "run", "--ray", *extra), code=2)
     assert result.stderr.strip() == line
     assert not (tmp_path / "run").exists()                      # refused before the run directory is touched
 
@@ -240,7 +210,7 @@ def test_an_unreachable_address_is_one_line(tmp_path, tiny_model_dir, from_env):
     env = {**os.environ, "RAY_ADDRESS": address} if from_env else {k: v for k, v in os.environ.items()
                                                                     if k != "RAY_ADDRESS"}
     flags = ["--ray"] if from_env else ["--ray", address]
-    out = subprocess.run(CAI + _args(tiny_model_dir, _prompts(tmp_path, 2), tmp_path / "run", *flags),
+    out = subprocess.run(CAI + _args(tiny_model_dir, numbered_prompts(tmp_path, 2), tmp_path / "run", *flags),
                          capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 2
     named = "RAY_ADDRESS=" if from_env else ""
