@@ -123,7 +123,7 @@ def prepare_data(args, steps: Steps) -> Path:
 
 def eval_prompts(args, dataset: Path) -> tuple[Path, Path, dict]:
     """The harmful prompts of the held-out split (a JSONL file) and the helpful prompt file, checked held out."""
-    from cai.evaluation.heldout import find_overlap, first_turn_prompts
+    from cai.evaluation.heldout import draw, find_overlap, first_turn_prompts
     from cai.generation.prompt_files import load_prompts
     from cai.preferences.split import read_pairs
 
@@ -132,15 +132,16 @@ def eval_prompts(args, dataset: Path) -> tuple[Path, Path, dict]:
     seen = [s for s in ("train_prefs", "validation_prefs", "test_prefs") if s != held and
             not (args.split == "validation" and s == "test_prefs")]
     training = [m["content"] for s in seen for r in pairs.get(s, []) for m in r["prompt"] if m["role"] == "user"]
-    harmful = first_turn_prompts(dataset, held, exclude=training, limit=args.harmful, seed=args.seed)
     every = first_turn_prompts(dataset, held)
+    kept = first_turn_prompts(dataset, held, exclude=training)
+    harmful = draw(kept, args.harmful, args.seed)
     path = args.work / "prompts" / f"harmful-{args.split}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in harmful))
     helpful = Path(args.helpful or ROOT / "data" / ("eval_helpful.jsonl" if args.split == "test" else "helpful.jsonl"))
     grpo_prompts = [r.prompt for r in load_prompts(ROOT / "data" / "helpful.jsonl")] if args.split == "test" else []
     facts = {"harmful_prompts": len(harmful), "held_out_first_turns": len(every),
-             "near_duplicates_left_out": len(every) - len(first_turn_prompts(dataset, held, exclude=training)),
+             "near_duplicates_left_out": len(every) - len(kept),
              "helpful_prompts": len(load_prompts(helpful)), "helpful_file": str(helpful.relative_to(ROOT))
              if helpful.is_relative_to(ROOT) else str(helpful),
              "helpful_overlap_with_rl_prompts": len(find_overlap([r.prompt for r in load_prompts(helpful)],

@@ -62,23 +62,23 @@ def first_turn_prompts(dataset: str | Path, split: str = "test_prefs", *, exclud
     that matches one of `exclude` (the training prompts) exactly or nearly is left out; `limit`
     draws that many, seeded, in the split's order.
     """
-    import random
-
-    from cai.errors import CaiError
+    from cai.dataset_folder import split_of
     from cai.generation.prompt_files import stable_id
-    from cai.train.runner import open_dataset
 
-    dd, _ = open_dataset(dataset)
-    if split not in dd:
-        raise CaiError(f"{dataset}: no split {split!r} (it has: {', '.join(dd)})")
     by_key: dict[str, dict] = {}
-    for row in dd[split]:
+    for row in split_of(dataset, split, columns=("prompt",)):
         turn = next((m["content"] for m in row["prompt"] if m["role"] == "user"), "")
         if turn.strip() and normalize(turn) not in by_key:
             by_key[normalize(turn)] = {"id": stable_id(turn), "prompt": turn, "category": row.get("category") or ""}
     near = {p for p, _ in find_overlap([r["prompt"] for r in by_key.values()], list(exclude))}
-    rows = [r for r in by_key.values() if r["prompt"] not in near]
-    if limit is not None and limit < len(rows):
-        keep = set(random.Random(seed).sample(range(len(rows)), limit))
-        rows = [r for i, r in enumerate(rows) if i in keep]
-    return rows
+    return draw([r for r in by_key.values() if r["prompt"] not in near], limit, seed)
+
+
+def draw(rows: list, limit: int | None, seed: int = 0) -> list:
+    """`limit` of `rows`, seeded, kept in their order (all of them when `limit` is None or larger)."""
+    import random
+
+    if limit is None or limit >= len(rows):
+        return rows
+    keep = set(random.Random(seed).sample(range(len(rows)), limit))
+    return [r for i, r in enumerate(rows) if i in keep]

@@ -59,17 +59,12 @@ def load_pairs(data: str | Path, split: str = "test_prefs") -> tuple[list[dict],
 
 
 def _dataset_pairs(folder: Path, split: str) -> list[dict]:
-    from cai.train.runner import open_dataset
+    from cai.dataset_folder import PAIR_COLUMNS, split_of
 
-    dd, _ = open_dataset(folder)
-    if split not in dd:
-        raise CaiError(f"{folder}: no split {split!r} (it has: {', '.join(dd)}); choose one with --split")
-    missing = [c for c in ("prompt", "chosen", "rejected") if c not in dd[split].column_names]
-    if missing:
-        raise CaiError(f"{folder}: split {split!r} lacks {', '.join(missing)}: not preference pairs")
-    if len(dd[split]) == 0:
+    rows = split_of(folder, split, columns=PAIR_COLUMNS, hint="; choose one with --split")
+    if len(rows) == 0:
         raise CaiError(f"{folder}: no preference pairs (the {split} split is empty)")
-    return [dict(row) for row in dd[split]]
+    return [dict(row) for row in rows]
 
 
 def run_rm_eval(cfg: RMEvalConfig, *, quiet: bool = False) -> dict:

@@ -30,20 +30,10 @@ class SplitSummary:
 
 
 def read_pairs(dataset: str | Path) -> dict[str, list[dict]]:
-    """The preference rows of a cai export (its `hf/` DatasetDict) per split, every column kept."""
-    import datasets
+    """The preference rows of a cai export per split, every column kept."""
+    from cai.dataset_folder import read_splits
 
-    folder = Path(dataset)
-    hf = folder / "hf"
-    if not (hf / "dataset_dict.json").is_file():
-        raise CaiError(f"{dataset}: not a cai dataset (no hf/dataset_dict.json); "
-                       "export one with `cai data pairs RUN` or `cai data import`")
-    datasets.disable_progress_bars()
-    try:
-        loaded = datasets.load_from_disk(str(hf))
-    except (OSError, ValueError) as err:
-        raise CaiError(f"{hf}: cannot load the dataset: {str(err).splitlines()[0]}") from None
-    return {name: [dict(row) for row in loaded[name]] for name in PAIR_SPLITS if name in loaded}
+    return read_splits(dataset, PAIR_SPLITS)
 
 
 def split_dataset(cfg: SplitConfig) -> SplitSummary:

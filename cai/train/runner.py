@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cai.dataset_folder import open_dataset
 from cai.errors import CaiError
 from cai.io import read_json, versions, write_atomic
 from cai.train.config import TrainConfig
@@ -165,24 +166,6 @@ def build_args(recipe: Recipe, resolved: dict, out) -> Any:
     except (ValueError, TypeError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CaiError(f"{recipe.path}: training: {cls.__name__} refused the settings: {first}") from None
-
-
-def open_dataset(data) -> tuple[Any, Path]:
-    """A cai dataset folder (with hf/), or a DatasetDict saved with save_to_disk."""
-    import datasets
-
-    path = Path(data).expanduser()
-    if not path.exists():
-        raise CaiError(f"{data}: dataset not found "
-                       "(expected the folder `cai data pairs RUN` writes, e.g. runs/NAME/dataset)")
-    for folder in (path / "hf", path):
-        if (folder / "dataset_dict.json").is_file():
-            datasets.disable_progress_bars()
-            try:
-                return datasets.load_from_disk(str(folder)), path
-            except (OSError, ValueError) as err:
-                raise CaiError(f"{folder}: cannot load the dataset: {str(err).splitlines()[0]}") from None
-    raise CaiError(f"{data}: not a cai dataset (no hf/dataset_dict.json); export one with `cai data pairs RUN`")
 
 
 def check_data(recipe: Recipe, data, notes: list[str]) -> dict:
