@@ -35,12 +35,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _sampling import Sampler  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 HH_TEST = ROOT / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
@@ -152,36 +154,26 @@ def cai_generate(python: str, args, prompts: Path, out: Path, engine_args: list[
             "concurrency": manifest["engine_info"]["extra"].get("concurrency")}
 
 
-class Occupancy:
+class Occupancy(Sampler):
     """Samples each server's running requests (vLLM's /metrics gauge) while a run goes: how full it was kept."""
 
     def __init__(self, servers: list[Server], every: float = 0.25):
-        self.servers, self.every = servers, every
+        super().__init__(every)
+        self.servers = servers
         self.samples: list[list[float]] = [[] for _ in servers]
-        self._stop = threading.Event()
 
-    def _sample(self) -> None:
+    def sample(self) -> None:
         import httpx2 as httpx
 
-        while not self._stop.wait(self.every):
-            for server, samples in zip(self.servers, self.samples):
-                try:
-                    text = httpx.get(server.url.removesuffix("/v1") + "/metrics", timeout=2).text
-                except httpx.TransportError:
-                    continue
-                running = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                           if line.startswith("vllm:num_requests_running")]
-                if running:
-                    samples.append(sum(running))
-
-    def __enter__(self):
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        for server, samples in zip(self.servers, self.samples):
+            try:
+                text = httpx.get(server.url.removesuffix("/v1") + "/metrics", timeout=2).text
+            except httpx.TransportError:
+                continue
+            running = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("vllm:num_requests_running")]
+            if running:
+                samples.append(sum(running))
 
     def summary(self) -> list[dict]:
         """Per server: mean requests running, and the share of samples with none running (idle)."""
