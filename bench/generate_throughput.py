@@ -42,12 +42,13 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _sampling import Sampler  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -75,37 +76,26 @@ class Recording:
         return out
 
 
-class PeakRSS:
+class PeakRSS(Sampler):
     """Peak of the summed RSS of this process and its children (vLLM's engine core and workers), sampled."""
 
     def __init__(self, every: float = 0.1):
         import psutil
 
-        self._proc, self._every = psutil.Process(), every
+        super().__init__(every)
+        self._proc = psutil.Process()
         self.peak = 0
-        self._stop = threading.Event()
 
-    def _sample(self) -> None:
+    def sample(self) -> None:
         import psutil
 
-        while not self._stop.is_set():
-            total = 0
-            for p in [self._proc, *self._proc.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self._stop.wait(self._every)
-
-    def __enter__(self):
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        total = 0
+        for p in [self._proc, *self._proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        self.peak = max(self.peak, total)
 
     @property
     def mib(self) -> int:

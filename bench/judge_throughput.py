@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(ROOT / "tests"))
 from support.hh import hh_pairs  # noqa: E402 - the pairs and the server of the judge tests
-from support.vllm_env import openai_server  # noqa: E402
+from support.vllm_server import openai_server  # noqa: E402
 
 
 def judge_all(engine, pairs) -> tuple[list[dict], float]:
@@ -95,7 +95,7 @@ def run(args) -> None:
     os.environ.update(cpu_env_defaults(os.environ))           # every core computes, as in cai's vllm engine
     cache = Path(tempfile.mkdtemp(prefix="cai-judge-bench-"))
     started = time.perf_counter()
-    with openai_server(model, cache, "--max-model-len", "2048", "--dtype", dtype, name="judge", timeout=900) as url:
+    with openai_server(model, cache, "--dtype", dtype, name="judge", max_model_len=2048, timeout=900) as url:
         server_start = time.perf_counter() - started
         result = measure(args, url, model, warm, slices)
     report(args, dtype, result, server_start)

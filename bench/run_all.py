@@ -57,6 +57,9 @@ BENCHES = [
           ["--prompts", "4", "--max-new-tokens", "16", "--few-shot", "0", "--no-plain", *_ENGINES],
           "cai generate at 160 and 256 new tokens, both engines, vs plain vLLM and the fp32 compute bound "
           "(embedded SmolLM2)", timeout=7200),
+    Bench("openai-servers", "openai_servers.py", [], ["--prompts", "8", "--max-new-tokens", "16"],
+          "cai generate --engine openai at the defaults: two vLLM servers pinned to a core each vs one "
+          "(target >= 1.7x), one server on all cores vs the in-process vLLM engine (target >= 0.9x)", timeout=5400),
     Bench("generate-memory", "generate_memory.py", [], ["--small", "50", "--large", "200"],
           "cai generate: peak RSS for a small vs a large prompt file (records stream to disk)"),
     Bench("ray", "ray_scaling.py", [], ["--prompts", "8", "--max-new-tokens", "16", "--driver-batches", "40"],

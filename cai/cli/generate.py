@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -48,8 +48,8 @@ def generate(
     tensor_parallel_size: int = option(GenerateConfig, "tensor_parallel_size"),
     data_parallel_size: int = option(GenerateConfig, "data_parallel_size"),
     enforce_eager: Optional[bool] = option(GenerateConfig, "enforce_eager", "--enforce-eager/--compile"),
-    base_url: Optional[str] = option(GenerateConfig, "base_url"),
-    concurrency: int = option(GenerateConfig, "concurrency"),
+    base_url: Optional[List[str]] = option(GenerateConfig, "base_url"),
+    concurrency: Optional[int] = option(GenerateConfig, "concurrency"),
     judge_engine: Optional[str] = option(JudgeSettings, "judge_engine"),
     judge_base_url: Optional[str] = option(JudgeSettings, "judge_base_url"),
     judge_model: Optional[str] = option(JudgeSettings, "judge_model"),

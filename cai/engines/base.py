@@ -77,6 +77,10 @@ class Engine(ABC):
     """load() once, generate() many batches, close() to free memory."""
 
     name: str = "base"
+    # Each conversation is its own request and generate() may be called from many threads at once (a server):
+    # the loop then moves every prompt to its next stage as soon as its reply arrives, so the engine never
+    # waits for the slowest prompt of a stage. Engines that batch one call together keep False.
+    independent_requests: bool = False
 
     @abstractmethod
     def load(self) -> None: ...
@@ -111,6 +115,13 @@ class Engine(ABC):
 
     def count_tokens(self, conversations: list[Conversation]) -> list[int] | None:
         """Prompt tokens of each conversation with the chat template applied; None when this engine cannot count."""
+        return None
+
+    def preferred_batch(self) -> int | None:
+        """Conversations one call should hold to keep the engine busy, when more than the job's batch; None: no wish.
+
+        A server pool takes as many requests as its servers batch (hundreds on a GPU), more than a batch of 16.
+        """
         return None
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from cai.cluster import ON_SERVER, RaySettings
 from cai.config import REQUIRED, at_least, one_of, setting
 from cai.engines.base import DEFAULT_BATCH_SIZE
+from cai.engines.server_pool import parse_base_urls
 from cai.errors import CaiError, SettingError
 from cai.generation.context import ON_LONG
 
@@ -38,7 +39,8 @@ class GenerateConfig(RaySettings):
     top_p: float = setting(1.0, "Nucleus sampling: keep the smallest set of tokens with this much probability.")
     limit: int | None = setting(None, "Use only the first K prompts (after --shard).")
     shard: str | None = setting(None, "i/n: this process takes shard i of n (0-based).")
-    batch_size: int = setting(DEFAULT_BATCH_SIZE, "Prompts per batch: each stage is one engine call per batch.")
+    batch_size: int = setting(DEFAULT_BATCH_SIZE, "Prompts per batch: each stage is one engine call per batch. "
+                                                   "openai: at least this; more (4 x what the servers take at once).")
     few_shot: int | None = setting(None, "Use only the first K few-shot dialogues (default: all).")
     prompts_dir: str | None = setting(None, "Folder with your own copies of the prompt templates.")
     chat_template: str | None = setting(None, "Jinja chat template file for models that have none.")
@@ -62,8 +64,10 @@ class GenerateConfig(RaySettings):
     tensor_parallel_size: int = setting(1, "vllm: GPUs per model replica.")
     data_parallel_size: int = setting(1, "vllm: model replicas.")
     enforce_eager: bool | None = setting(None, "vllm: skip graph compilation (default: eager on CPU).")
-    base_url: str | None = setting(None, "openai: server URL, e.g. http://127.0.0.1:8000/v1.")
-    concurrency: int = setting(8, "openai: requests in flight.")
+    base_url: list[str] | None = setting(None, "openai: server URL, e.g. http://127.0.0.1:8000/v1; give it again "
+                                               "(or a comma list) for several servers, balanced by least busy.")
+    concurrency: int | None = setting(None, "openai: requests in flight per server, fixed (default: found while "
+                                            "the run goes; raised while throughput grows, lowered on 429/503).")
 
     def __post_init__(self) -> None:
         from cai.generation.prompt_files import parse_shard
@@ -86,6 +90,11 @@ class GenerateConfig(RaySettings):
                 parse_shard(self.shard)
             except CaiError as err:
                 raise SettingError("shard", str(err)) from None
+        if self.base_url is not None:
+            try:
+                self.base_url = parse_base_urls(self.base_url)
+            except CaiError as err:
+                raise SettingError("base_url", str(err)) from None
         if self.engine == "openai":
             if not self.base_url:
                 raise SettingError("base_url", "needed with --engine openai: the server's URL, e.g. http://127.0.0.1:8000/v1")

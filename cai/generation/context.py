@@ -139,6 +139,7 @@ class ContextGuard:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.name = engine.name
+        self.independent_requests = engine.independent_requests
 
     def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[Completion]:
         context = self.engine.context_length()

@@ -179,8 +179,10 @@ def start_manifest(store: RunStore, cfg: GenerateConfig, plan: RunPlan) -> dict:
     return manifest
 
 
-def batches(cfg: GenerateConfig, todo: Todo, counts: dict) -> Iterator[list[PromptRecord]]:
-    """The prompts left to do, in file order, `cfg.batch_size` at a time; counts what it selects and skips."""
+def batches(cfg: GenerateConfig, todo: Todo, counts: dict, size=None) -> Iterator[list[PromptRecord]]:
+    """The prompts left to do, in file order, `size()` at a time (default `cfg.batch_size`; asked again for each
+    prompt, as a server pool's wish changes while it learns its limit); counts what it selects and skips."""
+    size = size or (lambda: cfg.batch_size)
     batch: list[PromptRecord] = []
     for record in _selected_prompts(cfg):
         counts["selected"] += 1
@@ -191,7 +193,7 @@ def batches(cfg: GenerateConfig, todo: Todo, counts: dict) -> Iterator[list[Prom
         else:
             todo.done.add(record.id)
             batch.append(record)
-            if len(batch) >= cfg.batch_size:
+            if len(batch) >= size():
                 yield batch
                 batch = []
     if batch:
@@ -261,6 +263,15 @@ class LocalBatches:
         for batch in batches:
             writer.write(batch, self.worker.run(batch, on_stage=writer.reporter.stage_done, on_result=writer.keep))
 
+    def batch_size(self, given: int) -> int:
+        """`given`, or more when the engine asks for more to stay busy (a server pool takes hundreds at once)."""
+        engine = self.worker.engine
+        return max(given, (engine.preferred_batch() or 0) if engine is not None else 0)
+
+    def engine_info(self) -> dict | None:
+        """What the engine learnt in the run (a server pool's limits), for the manifest; None before it loads."""
+        return asdict(self.worker.engine.info()) if self.worker.engine is not None else None
+
     def describe(self) -> None:
         return None
 
@@ -317,7 +328,7 @@ def run(cfg: GenerateConfig) -> GenerateSummary:
                 start_workers(runner, store, manifest)
                 reporter.expect(todo.pending)
             with reporter:
-                work = batches(cfg, todo, writer.counts)
+                work = batches(cfg, todo, writer.counts, size=lambda: runner.batch_size(cfg.batch_size))
                 batch_start = time.perf_counter()
                 if todo.pending:
                     runner.run(work, writer)
@@ -327,6 +338,7 @@ def run(cfg: GenerateConfig) -> GenerateSummary:
                 batch_seconds = time.perf_counter() - batch_start
         finally:
             manifest["ray"] = runner.describe()
+            manifest["engine_info"] = runner.engine_info() or manifest["engine_info"]
             runner.close()
             finish_manifest(store, manifest, writer, time.perf_counter() - started, batch_seconds)
     counts = writer.counts

@@ -87,6 +87,13 @@ class RayBatches:
         self.pool.run((Attempt(b) for b in batches), lambda actor, a: actor.run.remote(a.batch),
                       lambda a, outcome: writer.write(a.batch, outcome, live=self.pool.live), died)
 
+    def batch_size(self, given: int) -> int:
+        return given
+
+    def engine_info(self) -> None:
+        """None: the manifest keeps what the replicas' engines reported when they loaded."""
+        return None
+
     def describe(self) -> dict | None:
         """The manifest's `ray` entry: the cluster, its nodes and the replicas that ran."""
         if self.pool is None:

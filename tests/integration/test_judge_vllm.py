@@ -15,7 +15,8 @@ import re
 import pytest
 from support import REPO, cli
 from support.hh import hh_pairs
-from support.vllm_env import openai_server, vllm_env
+from support.vllm_env import vllm_env
+from support.vllm_server import openai_server
 
 from cai.constitution import load_constitution
 from cai.engines.openai_server import OpenAIEngine
@@ -38,8 +39,8 @@ def _dtype() -> str:
 @pytest.fixture(scope="module")
 def judge_url(embedded_model_dir, tmp_path_factory):
     pytest.importorskip("vllm", reason="vllm is not installed (pip install -e '.[vllm]')")
-    with openai_server(embedded_model_dir, tmp_path_factory.mktemp("judge-server"), "--max-model-len", "2048",
-                       "--dtype", _dtype(), name="judge", timeout=600) as url:
+    with openai_server(embedded_model_dir, tmp_path_factory.mktemp("judge-server"), "--dtype", _dtype(),
+                       name="judge", max_model_len=2048, timeout=600) as url:
         yield url
 
 

@@ -9,7 +9,7 @@ from support import REPO
 from support.engines import FakeEngine, scripted_reply, stage_of
 
 from cai.constitution import load_constitution
-from cai.engines.base import SamplingParams
+from cai.engines.base import PromptRejected, SamplingParams
 from cai.generation.loop import LoopConfig, run_batch
 from cai.generation.principles import principle_plan
 from cai.generation.prompt_files import PromptRecord, iter_prompts
@@ -86,3 +86,41 @@ def test_render_shows_the_principles_generate_critiques_with(tmp_path, cli, with
         shown = cli(args).output
         for r, rnd in enumerate(record["rounds"], 1):
             assert f"critique r{r} (principle {rnd['principle_id']})" in shown
+
+
+class ServerLikeEngine(FakeEngine):
+    """Each conversation its own request, served from many threads at once, like a pool of servers."""
+
+    independent_requests = True
+
+    def __init__(self, fail_on: str | None = None, refuse: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.fail_on, self.refuse = fail_on, refuse
+
+    def generate(self, conversations, params):
+        text = conversations[0][-1]["content"] if len(conversations) == 1 else ""
+        if self.refuse and self.refuse in text:
+            raise PromptRejected({0: "prompt is 9000 tokens; context is 8192"})
+        if self.fail_on and self.fail_on in text:
+            raise RuntimeError("engine fault")
+        return super().generate(conversations, params)
+
+
+def test_an_engine_of_independent_requests_gets_the_same_records_one_request_at_a_time():
+    batch = _batch(6)
+    batched, each = _run(FakeEngine(), batch), ServerLikeEngine()
+    one_by_one = _run(each, batch)
+    assert one_by_one.records == batched.records                       # text for text, in input order
+    assert [len(call) for call in each.calls] == [1] * 6 * 5            # one request per prompt and stage
+    assert [s.stage for s in one_by_one.stages] == [s.stage for s in batched.stages]
+    assert [(s.prompts, s.completion_tokens) for s in one_by_one.stages] == [
+        (s.prompts, s.completion_tokens) for s in batched.stages]
+
+
+def test_a_refused_prompt_fails_alone_and_a_fault_stops_the_batch():
+    with pytest.raises(PromptRejected) as refused:
+        _run(ServerLikeEngine(refuse="plant number 3"), _batch(6))
+    assert refused.value.reasons == {3: "prompt is 9000 tokens; context is 8192"}
+    engine = ServerLikeEngine(fail_on="plant number 2")
+    with pytest.raises(RuntimeError, match="engine fault"):
+        _run(engine, _batch(6))
