@@ -140,12 +140,12 @@ def eval_prompts(args, dataset: Path) -> tuple[Path, Path, dict]:
     path.write_text("".join(json.dumps(r) + "\n" for r in harmful))
     helpful = Path(args.helpful or ROOT / "data" / ("eval_helpful.jsonl" if args.split == "test" else "helpful.jsonl"))
     grpo_prompts = [r.prompt for r in load_prompts(ROOT / "data" / "helpful.jsonl")] if args.split == "test" else []
+    helpful_prompts = [r.prompt for r in load_prompts(helpful)]
     facts = {"harmful_prompts": len(harmful), "held_out_first_turns": len(every),
              "near_duplicates_left_out": len(every) - len(kept),
-             "helpful_prompts": len(load_prompts(helpful)), "helpful_file": str(helpful.relative_to(ROOT))
+             "helpful_prompts": len(helpful_prompts), "helpful_file": str(helpful.relative_to(ROOT))
              if helpful.is_relative_to(ROOT) else str(helpful),
-             "helpful_overlap_with_rl_prompts": len(find_overlap([r.prompt for r in load_prompts(helpful)],
-                                                                 grpo_prompts))}
+             "helpful_overlap_with_rl_prompts": len(find_overlap(helpful_prompts, grpo_prompts))}
     return path, helpful, facts
 
 
