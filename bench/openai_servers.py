@@ -1,7 +1,7 @@
 """`cai generate --engine openai` against real vLLM servers: many servers, and one server at the defaults.
 
     python bench/openai_servers.py [--prompts 64] [--max-new-tokens 128] [--rounds 1] [--only balance,default]
-                                   [--vllm-python .venv-vllm/bin/python]
+                                   [--concurrency N] [--vllm-python .venv-vllm/bin/python]
 
 Two measures, each arm one `cai generate` run of the same held-out prompts (the first human turns of the
 HH-RLHF harmless-base test split), greedy, at cai's default settings (no --concurrency, no --batch-size):
@@ -184,10 +184,13 @@ class Occupancy(Sampler):
 def server_arm(name: str, python: str, args, prompts: Path, work: Path, servers: list[Server]) -> dict:
     cpu_before = [s.cpu_seconds() for s in servers]
     urls = [a for s in servers for a in ("--base-url", s.url)]
+    if args.concurrency:
+        urls += ["--concurrency", str(args.concurrency)]
     with Occupancy(servers) as occupancy:
         row = cai_generate(python, args, prompts, work / name, ["--engine", "openai", "--model", SERVED, *urls])
     row["server_cpu_s"] = [round(s.cpu_seconds() - b, 1) for s, b in zip(servers, cpu_before)]
-    row["servers"] = [{"cores": s.cores or "all", "requests": c["requests"], "limit_range": c["limit_range"], **o}
+    row["servers"] = [{"cores": s.cores or "all", "requests": c["requests"], "limit_range": c["limit_range"], **o,
+                       "limit_changes": c.get("limit_changes", [])}
                       for s, c, o in zip(servers, row.pop("concurrency")["servers"], occupancy.summary())]
     return {"arm": name, **row}
 
@@ -255,6 +258,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--only", default="balance,default", help="balance, default or both (comma list)")
+    parser.add_argument("--concurrency", type=int, help="a fixed limit per server instead of the adaptive one")
     parser.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"))
     args = parser.parse_args()
     python = args.vllm_python

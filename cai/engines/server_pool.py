@@ -99,6 +99,7 @@ class Server:
         limiter = self.limiter
         return {"url": self.url, "up": self.up, "requests": self.requests, "taken_out": self.taken_out,
                 "limit": limiter.limit, "limit_range": [limiter.lowest, limiter.highest],
+                **({"limit_changes": limiter.changes} if limiter.changes else {}),
                 **({"reason": self.reason} if not self.up else {})}
 
 
