@@ -11,10 +11,11 @@ this limiter climbs on throughput and keeps the loss-based half of AIMD:
 
 - measure completion tokens per second while the server is kept full, over a
   window of about one round of requests (`limit` completions, half as many
-  while doubling, after half as many to settle after a change). By Little's
-  law, tokens/s = requests in flight x tokens per request / latency; reckoned
-  so, a window reads the same whether its requests finish one by one or in a
-  burst at a shared max_tokens;
+  while doubling), counting only requests sent since the last change: one
+  sent before it ran beside more (or fewer) others than the limit says. By
+  Little's law, tokens/s = requests in flight x tokens per request / latency;
+  reckoned so, a window reads the same whether its requests finish one by one
+  or in a burst at a shared max_tokens;
 - a level is worth its tokens/s divided by limit ** PRICE: a raise is kept when
   throughput grows by more than the extra requests cost (a doubling must gain
   7%, a step of a quarter 2.3%), a cut when it loses less. Moves are doublings
@@ -80,6 +81,7 @@ class AdaptiveLimit:
         self._probe_up = False                            # the direction of the last probe from a held level
         self._trial: _Level | None = None                 # a move that did not pay, while the held level is re-measured
         self._last_full = False                           # whether the previous completion found the server full
+        self.generation = 0                               # bumped at every change of the limit
         self.changes: list[str] = []                      # "16->32: raise paid (41.0 -> 55.2 tok/s)", the last few
         self._restart()
 
@@ -87,20 +89,18 @@ class AdaptiveLimit:
     def fixed(self) -> bool:
         return self.low == self.high
 
-    def done(self, tokens: int, latency: float, full: bool) -> None:
-        """A request finished: `tokens` generated in `latency` s; `full`: the server was at its limit when it did.
+    def done(self, tokens: int, latency: float, full: bool, sent_in: int | None = None) -> None:
+        """A request finished: `tokens` generated in `latency` s; `full`: the server was at its limit when it did;
+        `sent_in`: the `generation` it was sent in (None: the current one).
 
         Only a completion that found the server full, as did the one before it, is measured: the end of a
         stage, when the last requests drain and no more are queued, says nothing about what the server can do.
         """
         if self.fixed:
             return
-        measured = full and self._last_full
+        measured = full and self._last_full and sent_in in (None, self.generation)
         self._last_full = full
         if not measured:
-            return
-        if self._settle > 0:
-            self._settle -= 1
             return
         self._tokens += max(tokens, 1)
         self._latency += max(latency, 1e-6)
@@ -120,6 +120,7 @@ class AdaptiveLimit:
     def reset(self) -> None:
         """The server came back after an outage: measure afresh from the current limit."""
         self._held = self._trial = None
+        self.generation += 1
         self._restart()
 
     # --- inside ------------------------------------------------------------------------------
@@ -150,7 +151,7 @@ class AdaptiveLimit:
                                               f"{trial.rate:.1f} tok/s)")
             else:
                 self._slow_start = self._slow_start and not up
-                self._restart(settle=False)
+                self._restart()
         elif level.latency > SLOWER * held.latency:     # much slower at the same level (another client? longer
             slower = f"latency {held.latency:.1f} -> {level.latency:.1f} s"                  # prompts?): try less
             self._climb(level, up=False, why=f"{slower}, trying a step down")
@@ -161,7 +162,7 @@ class AdaptiveLimit:
                 self._probe_up = not self._probe_up
                 self._climb(held, up=self._probe_up, why=f"probe after {HOLD} windows ({held.rate:.1f} tok/s)")
             else:
-                self._restart(settle=False)
+                self._restart()
 
     def _climb(self, level: _Level, *, up: bool, why: str) -> None:
         """Hold `level` as the one to beat and try the next step up (or down) from it."""
@@ -173,16 +174,15 @@ class AdaptiveLimit:
             self._set(max(self.low, min(n - 1, math.floor(n * 0.8))), why)
 
     def _set(self, limit: int, why: str) -> None:
-        changed = limit != self.limit
-        if changed:
+        if limit != self.limit:
             self.changes = [*self.changes[-(CHANGES_KEPT - 1):], f"{self.limit}->{limit}: {why}"]
+            self.generation += 1
         self.limit = limit
         self.lowest, self.highest = min(self.lowest, limit), max(self.highest, limit)
-        self._restart(settle=changed)
+        self._restart()
 
-    def _restart(self, settle: bool = True) -> None:
-        """A new window; after a change, first let half a round of requests finish at the new level."""
-        self._settle = math.ceil(self.limit / 2) if settle else 0
+    def _restart(self) -> None:
+        """A new window."""
         self._tokens = self._latency = 0.0
         self._count = 0
         self._backed_off = False

@@ -282,7 +282,7 @@ class OpenAIEngine(Engine):
 
     def _attempt(self, server: Server, url: str, body: dict) -> tuple[dict | None, str, float | None]:
         """One try on `server`, whose slot it gives back: (JSON, "", None) or (None, what failed, Retry-After)."""
-        started = time.monotonic()
+        started, sent_in = time.monotonic(), server.limiter.generation
         try:
             response = self._client.post(url, json=body)
         except httpx.ConnectTimeout as exc:          # no answer to connect: the host is gone
@@ -305,7 +305,7 @@ class OpenAIEngine(Engine):
                 self._pool.release(server)
                 raise CaiError(f"{url}: HTTP {status} with a body that is not JSON: "
                                f"{_one_line(response.text)[:200]}") from exc
-            self._pool.done(server, _completion_tokens(data), time.monotonic() - started)
+            self._pool.done(server, _completion_tokens(data), time.monotonic() - started, sent_in)
             return data, "", None
         last = f"HTTP {status}: {_server_message(response)}"
         if status in (429, 503):

@@ -190,14 +190,15 @@ class ServerPool:
         self._next = (self._next + 1) % n
         return min(free, key=lambda s: (s.in_flight, (self.servers.index(s) - self._next) % n))
 
-    def done(self, server: Server, tokens: int, latency: float) -> None:
-        """The request was answered: its tokens and latency feed the server's limiter."""
+    def done(self, server: Server, tokens: int, latency: float, sent_in: int | None = None) -> None:
+        """The request was answered: its tokens and latency feed the server's limiter (`sent_in`: the limiter's
+        generation when it was sent)."""
         with self._lock:
             full = server.in_flight >= server.limiter.limit
             server.in_flight -= 1
             server.requests += 1
             server.failures = 0
-            server.limiter.done(tokens, latency, full)
+            server.limiter.done(tokens, latency, full, sent_in)
             self._dispatch()
 
     def overloaded(self, server: Server) -> None:
