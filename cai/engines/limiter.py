@@ -34,8 +34,8 @@ this limiter climbs on throughput and keeps the loss-based half of AIMD:
   mean, not a figure from another stage.
 
 Time when the server was not kept full (too little work to send: the end of a
-stage) says nothing about the server and is not measured. The limiter is pure bookkeeping (no
-threads, no clock): `ServerPool` does the waiting.
+stage) says nothing about the server and is not measured. The limiter is pure
+bookkeeping (no threads, no clock): `ServerPool` does the waiting.
 """
 
 from __future__ import annotations
