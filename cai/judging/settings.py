@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from cai.config import one_of, setting
 from cai.engines.registry import ENGINES
-from cai.errors import SettingError
+from cai.errors import CaiError, SettingError
 
 API_KEY_ENV = "CAI_JUDGE_API_KEY"
 SERVER = "openai"
@@ -26,8 +26,8 @@ SERVER = "openai"
 
 @dataclass(frozen=True)
 class JudgeSpec:
-    """A judge: `engine` (transformers, vllm or openai), the server's `base_url` (openai) and `model`
-    (a local folder, .gguf or name for the local engines; the served model's name for a server).
+    """A judge: `engine` (transformers, vllm or openai), the server's `base_url` (openai; a comma list for many)
+    and `model` (a local folder, .gguf or name for the local engines; the served model's name for a server).
     None leaves a setting to the job's default judge."""
 
     engine: str | None = None
@@ -39,8 +39,13 @@ class JudgeSpec:
         one_of("engine", self.engine, ENGINES, "engine")
         if self.base_url is not None and self.engine not in (None, SERVER):
             raise SettingError("base_url", f"a server's URL applies only to the {SERVER} engine, not {self.engine}")
-        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
-            raise SettingError("base_url", f"expected an http(s) URL ending in /v1, got {self.base_url!r}")
+        if self.base_url is not None:                  # one server, or a comma list of servers to balance over
+            from cai.engines.server_pool import parse_base_urls
+
+            try:
+                parse_base_urls(self.base_url)
+            except CaiError as err:
+                raise SettingError("base_url", str(err)) from None
 
     def resolve(self, default: JudgeSpec) -> JudgeSpec:
         """Every setting filled: the given ones, the rest from `default` (the job's own judge) where they fit.
@@ -85,7 +90,8 @@ class JudgeSettings:
 
     judge_engine: str | None = setting(None, "Engine of the AI-feedback judge: transformers, vllm or openai (a "
                                              "server; its key from CAI_JUDGE_API_KEY, else OPENAI_API_KEY).")
-    judge_base_url: str | None = setting(None, "The judge server's URL, e.g. http://127.0.0.1:8000/v1 (implies "
+    judge_base_url: str | None = setting(None, "The judge server's URL, e.g. http://127.0.0.1:8000/v1, or a comma "
+                                               "list of servers of the same model to balance over (implies "
                                                "--judge-engine openai).")
     judge_model: str | None = setting(None, "Judge model: a local folder or .gguf, or the name a judge server "
                                             "serves it under (default: the run's model in `cai data pairs`, the "

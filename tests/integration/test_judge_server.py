@@ -341,3 +341,28 @@ def test_the_judge_reward_reads_a_served_judge_and_gives_no_reward_where_it_fail
             reward.close()
         assert {b["model"] for b in stub.chat_requests()} == {"judge"}
     assert values[:2] == pytest.approx([0.9, 0.3]) and values[2] is None
+
+
+def test_a_judge_over_two_servers_spreads_its_questions_and_judges_as_one_does(prompts, tmp_path):
+    run = tmp_path / "run"
+    flags = ["--verify", "judge", "--judge-model", "judge", "--no-filter"]
+    with serve(writer_and_judge({"broken": False})) as a, serve(writer_and_judge({"broken": False})) as b:
+        _generate(a, prompts, run, "--no-pairs")
+        cli(["data", "pairs", run, *flags, "--judge-base-url", a.url, "--out", tmp_path / "on-one"])
+        on_one = len(a.chat_requests("judge"))
+        (run / "judge-cache.jsonl").unlink()
+        both = cli(["data", "pairs", run, *flags, "--judge-base-url", f"{a.url},{b.url}"])
+        assert _judged_line(both.output) == (8, 0)                 # asked afresh: 4 pairs x 2 option orders
+        asked = (len(a.chat_requests("judge")) - on_one, len(b.chat_requests("judge")))
+    assert sum(asked) == on_one and min(asked) >= 2, asked        # each server judged a share, nothing twice
+
+    def kept(folder):
+        return {r["generation_id"]: round(r["judge_preference"], 6) for s in ("train_prefs", "test_prefs")
+                for r in read_jsonl(folder / f"{s}.jsonl")}
+    assert kept(run / "dataset") == kept(tmp_path / "on-one")      # the same verdicts as one server's
+
+
+def test_a_bad_url_in_a_judge_server_list_is_one_line():
+    result = cli(["data", "pairs", "runs/none", "--verify", "judge", "--judge-model", "judge",
+                  "--judge-base-url", "http://127.0.0.1:8001/v1,htp://node2:8000/v1"], code=2)
+    assert result.output.strip().splitlines()[-1].startswith("error: --judge-base-url: 'htp://node2:8000/v1'")

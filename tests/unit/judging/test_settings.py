@@ -35,7 +35,8 @@ def test_the_given_settings_win_and_the_jobs_judge_fills_the_rest(given, default
     (JudgeSpec(engine="transformers"), SERVER_RUN, "model", "the default judge is a server's model (writer)"),
     (JudgeSpec(engine="vllm", base_url=URL), LOCAL_RUN, "base_url", "applies only to the openai engine, not vllm"),
     (JudgeSpec(engine="tgi"), LOCAL_RUN, "engine", "unknown engine 'tgi'"),
-    (JudgeSpec(base_url="127.0.0.1:8000"), LOCAL_RUN, "base_url", "expected an http(s) URL"),
+    (JudgeSpec(base_url="127.0.0.1:8000"), LOCAL_RUN, "base_url", "needs http:// or https:// in front"),
+    (JudgeSpec(base_url=f"{URL},{URL}"), LOCAL_RUN, "base_url", "given twice"),
 ])
 def test_a_judge_that_cannot_work_is_one_line_naming_the_setting(given, default, field, words):
     with pytest.raises(SettingError) as err:
@@ -45,7 +46,8 @@ def test_a_judge_that_cannot_work_is_one_line_naming_the_setting(given, default,
 
 def test_the_flags_are_named_as_the_user_typed_them(cli):
     line = cli(["data", "pairs", "no-such-run", "--judge-base-url", "judge:8000"], code=2).output
-    assert line.strip() == "error: --judge-base-url: expected an http(s) URL ending in /v1, got 'judge:8000'"
+    assert line.strip() == ("error: --judge-base-url: 'judge:8000': needs http:// or https:// in front, "
+                            "e.g. http://127.0.0.1:8000/v1")
     with pytest.raises(SettingError, match="judge_engine: unknown engine"):
         JudgeSettings(judge_engine="tgi")
 
